@@ -1,0 +1,86 @@
+"""The `s4op` command line: one entry point mirroring the user's journeys.
+
+data, train, search, resume, status, report, ablate-layers, export, bench, cluster. Each journey's
+commands live in their own module (`orchestrator/cli_<journey>.py`) exposing `register(app)`;
+this module only assembles them and turns user errors into one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import traceback
+
+import click
+import typer
+
+from search_spaces.errors import S4opError
+
+JOURNEYS = ("data", "train", "bench", "search", "report", "cluster", "hardening")
+
+app = typer.Typer(
+    name="s4op",
+    help="Operator-level pruning search for S4/S4D models on Ray Tune, tracked in MLflow.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+) -> None:
+    if debug:
+        os.environ["S4OP_DEBUG"] = "1"
+
+
+def _register_journeys() -> None:
+    for journey in JOURNEYS:
+        try:
+            module = importlib.import_module(f"orchestrator.cli_{journey}")
+        except ModuleNotFoundError as exc:  # a journey not built yet
+            if exc.name == f"orchestrator.cli_{journey}":
+                continue
+            raise
+        module.register(app)
+
+
+_register_journeys()
+
+
+def _debug_requested(argv: list[str]) -> bool:
+    return "--debug" in argv or os.environ.get("S4OP_DEBUG") == "1"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; user errors print one line on stderr and exit 2."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        app(args=argv, prog_name="s4op", standalone_mode=False)
+    except S4opError as exc:
+        if _debug_requested(argv):
+            traceback.print_exc()
+        print(f"s4op: error: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code)
+    except click.exceptions.NoArgsIsHelpError:
+        raise SystemExit(0)
+    except click.UsageError as exc:
+        where = f" ({exc.ctx.command_path})" if exc.ctx is not None else ""
+        print(f"s4op: error: {exc.format_message()}{where}", file=sys.stderr)
+        raise SystemExit(2)
+    except click.exceptions.Abort:
+        print("s4op: aborted", file=sys.stderr)
+        raise SystemExit(130)
+    except click.exceptions.Exit as exc:
+        raise SystemExit(exc.exit_code)
+    except click.ClickException as exc:
+        print(f"s4op: error: {exc.format_message()}", file=sys.stderr)
+        raise SystemExit(exc.exit_code)
+    return 0
+
+
+if __name__ == "__main__":
+    main()
