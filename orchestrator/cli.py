@@ -12,8 +12,12 @@ import os
 import sys
 import traceback
 
-import click
 import typer
+
+try:  # typer >= 0.20 vendors click as typer._click
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click import exceptions as click_exc
 
 from search_spaces.errors import S4opError
 
@@ -65,18 +69,18 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"s4op: error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code)
-    except click.exceptions.NoArgsIsHelpError:
+    except click_exc.NoArgsIsHelpError:
         raise SystemExit(0)
-    except click.UsageError as exc:
+    except click_exc.UsageError as exc:
         where = f" ({exc.ctx.command_path})" if exc.ctx is not None else ""
         print(f"s4op: error: {exc.format_message()}{where}", file=sys.stderr)
         raise SystemExit(2)
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("s4op: aborted", file=sys.stderr)
         raise SystemExit(130)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         raise SystemExit(exc.exit_code)
-    except click.ClickException as exc:
+    except click_exc.ClickException as exc:
         print(f"s4op: error: {exc.format_message()}", file=sys.stderr)
         raise SystemExit(exc.exit_code)
     return 0
