@@ -1,0 +1,441 @@
+"""A multi-node Ray cluster on this machine, for tests and for trying cluster runs on a laptop.
+
+`start_local_cluster` launches one head and N worker nodes with `ray start --block`, each in its
+own process session (so the node and every process it spawns share one session id), and records
+the session ids in a JSON state file. `stop_local_cluster` ends exactly those sessions: SIGTERM to
+each node's process group, then SIGKILL to anything still in the session. Nothing else on the
+machine is touched (never `ray stop`, which kills every Ray process of every user).
+
+Ray 2.60 authenticates cluster connections with a token. Each local cluster gets its own random
+token, written 0600 next to the state file and handed to every node and client through
+`RAY_AUTH_MODE=token` and `RAY_AUTH_TOKEN_PATH` (never `~/.ray/auth_token`, which other clusters
+on the machine may use). Ray's servers listen on all interfaces, so the token is what keeps the
+cluster private; `client_env(state)` gives the variables a client (`s4op search --address ...`)
+needs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from search_spaces.errors import ConfigError, SearchStateError
+
+STATE_VERSION = 1
+NODE_IP = "127.0.0.1"
+
+
+@dataclass
+class LocalNode:
+    """One `ray start --block` process: its pid is also its session and process-group id."""
+
+    role: str  # "head" | "worker"
+    index: int  # 0 for the head, 1..N for workers
+    pid: int
+    cpus: float
+    log: str
+    started_at: float
+
+
+@dataclass
+class LocalClusterState:
+    """What `s4op cluster local up` started, as recorded in the state file."""
+
+    address: str  # HOST:PORT of the head's GCS
+    port: int
+    token_path: str
+    temp_dir: str
+    nodes: list[LocalNode] = field(default_factory=list)
+    dashboard_url: str | None = None
+    created_at: float = 0.0
+    version: int = STATE_VERSION
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "state") -> "LocalClusterState":
+        if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+            raise SearchStateError(
+                f"{where}: not a version-{STATE_VERSION} local cluster state file"
+            )
+        try:
+            nodes = [LocalNode(**node) for node in data["nodes"]]
+            rest = {k: v for k, v in data.items() if k != "nodes"}
+            return cls(nodes=nodes, **rest)
+        except (KeyError, TypeError) as exc:
+            raise SearchStateError(f"{where}: malformed local cluster state ({exc})") from None
+
+    @property
+    def workers(self) -> list[LocalNode]:
+        return [node for node in self.nodes if node.role == "worker"]
+
+
+def default_state_path() -> Path:
+    """`$S4OP_HOME/local-cluster.json`, default `~/.s4op/local-cluster.json`."""
+    home = os.environ.get("S4OP_HOME") or os.path.join(os.path.expanduser("~"), ".s4op")
+    return Path(home) / "local-cluster.json"
+
+
+def save_state(state: LocalClusterState, path: str | Path) -> Path:
+    """Write the state file atomically (temp file, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as fh:
+        json.dump(state.to_dict(), fh, indent=2)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def load_state(path: str | Path) -> LocalClusterState | None:
+    """The recorded cluster, or None when no state file exists."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SearchStateError(f"{path}: unreadable local cluster state ({exc})") from None
+    return LocalClusterState.from_dict(data, where=str(path))
+
+
+# --- processes ---------------------------------------------------------------------------
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            stat = fh.read()
+        return stat[stat.rindex(")") + 2] in "ZX"
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def session_processes(sid: int) -> list[int]:
+    """Live (non-zombie) pids whose session id is `sid`: a node and everything it spawned."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            if os.getsid(pid) == sid and not _is_zombie(pid):
+                pids.append(pid)
+        except OSError:
+            continue
+    return sorted(pids)
+
+
+def node_alive(node: LocalNode) -> bool:
+    """True while any process of the node's session is running."""
+    return bool(session_processes(node.pid))
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    except OSError:
+        pass
+
+
+def kill_node(node: LocalNode, sig: int = signal.SIGKILL) -> list[int]:
+    """Send `sig` to every process of the node's session (a hard node loss with SIGKILL)."""
+    hit = session_processes(node.pid)
+    for pid in hit:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    _reap(node.pid)
+    return hit
+
+
+def stop_node(node: LocalNode, grace_s: float = 3.0) -> list[int]:
+    """SIGTERM the node's process group, wait up to `grace_s`, then SIGKILL what is left of its
+    session. Returns the pids that were running when the stop began."""
+    hit = session_processes(node.pid)
+    if not hit:
+        _reap(node.pid)
+        return []
+    try:
+        os.killpg(node.pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        pass
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        _reap(node.pid)
+        if not session_processes(node.pid):
+            return hit
+        time.sleep(0.1)
+    kill_node(node, signal.SIGKILL)
+    deadline = time.monotonic() + 5.0
+    while session_processes(node.pid) and time.monotonic() < deadline:
+        _reap(node.pid)
+        time.sleep(0.1)
+    return hit
+
+
+# --- starting ----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (bind to 0, read, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
+
+
+def client_env(state: LocalClusterState) -> dict[str, str]:
+    """Environment a client needs to connect: address and the cluster's auth token."""
+    return {
+        "RAY_ADDRESS": state.address,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": state.token_path,
+    }
+
+
+def _ray_executable() -> str:
+    here = Path(sys.executable).parent / "ray"
+    if here.exists():
+        return str(here)
+    found = shutil.which("ray")
+    if found is None:
+        raise ConfigError("the `ray` command was not found next to python or on PATH")
+    return found
+
+
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            args,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # own session + process group: stopped as one by id
+            close_fds=True,
+        )
+
+
+def _wait_started(proc: subprocess.Popen, log: Path, deadline: float) -> None:
+    """Block until `ray start` logs that the node runs; raise if it exits or times out."""
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+            raise SearchStateError(
+                f"ray start exited with code {proc.returncode} (log {log}: {' '.join(tail)})"
+            )
+        if log.exists() and "Ray runtime started" in log.read_text(errors="replace"):
+            return
+        time.sleep(0.2)
+    raise SearchStateError(f"ray start did not report the node running in time (log {log})")
+
+
+def start_local_cluster(
+    workers: int,
+    *,
+    cpus_per_worker: float = 1,
+    head_cpus: float = 0,
+    state_path: str | Path | None = None,
+    port: int | None = None,
+    object_store_mb: int = 128,
+    dashboard: bool = False,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 120.0,
+) -> LocalClusterState:
+    """Start a head and `workers` worker nodes on 127.0.0.1; record them in `state_path`.
+
+    `head_cpus` defaults to 0 so trials run on worker nodes only (the head hosts the driver's
+    actors); Ray accepts more declared CPUs than the machine has. `env` adds variables to every
+    node (e.g. `RAY_health_check_period_ms` for faster node-loss detection). Refuses when the
+    state file already records a running cluster. On any failure everything started is stopped.
+    """
+    if workers < 0:
+        raise ConfigError(f"--workers {workers} is negative; expected 0 or more worker nodes")
+    if cpus_per_worker <= 0:
+        raise ConfigError(f"--cpus-per-worker {cpus_per_worker} must be > 0")
+    if head_cpus < 0:
+        raise ConfigError(f"--head-cpus {head_cpus} must be >= 0")
+    state_path = Path(state_path) if state_path is not None else default_state_path()
+    old = load_state(state_path)
+    if old is not None and any(node_alive(n) for n in old.nodes):
+        raise SearchStateError(
+            f"{state_path} records a running local cluster at {old.address}; "
+            "run `s4op cluster local down` first or pass another --state"
+        )
+
+    port = port or free_port()
+    run_dir = state_path.parent / f"local-cluster-{port}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    token_path = run_dir / "auth_token"
+    fd = os.open(token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_hex(32))
+    temp_dir = Path(f"/tmp/s4op-ray-{port}")  # short: Ray's unix sockets live under it
+
+    node_env = dict(os.environ)
+    for var in ("RAY_ADDRESS", "RAY_AUTH_TOKEN"):
+        node_env.pop(var, None)
+    node_env.update(
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN_PATH=str(token_path),
+        RAY_USAGE_STATS_ENABLED="0",
+    )
+    node_env.update(env or {})
+
+    ray = _ray_executable()
+    address = f"{NODE_IP}:{port}"
+    dashboard_port = free_port()
+    state = LocalClusterState(
+        address=address,
+        port=port,
+        token_path=str(token_path),
+        temp_dir=str(temp_dir),
+        dashboard_url=f"http://{NODE_IP}:{dashboard_port}" if dashboard else None,
+        created_at=time.time(),
+    )
+    common = [
+        "--node-ip-address", NODE_IP,
+        "--object-store-memory", str(object_store_mb * 1024 * 1024),
+        "--dashboard-agent-listen-port", str(free_port()),
+        "--disable-usage-stats",
+        "--block",
+    ]
+    deadline = time.monotonic() + timeout_s
+    procs: list[tuple[subprocess.Popen, Path]] = []
+    try:
+        head_log = run_dir / "head.log"
+        head = _spawn(
+            [ray, "start", "--head", "--port", str(port), "--num-cpus", _num(head_cpus),
+             "--num-gpus", "0", "--temp-dir", str(temp_dir),
+             "--include-dashboard", "true" if dashboard else "false",
+             "--dashboard-host", NODE_IP, "--dashboard-port", str(dashboard_port),
+             "--ray-client-server-port", str(free_port()), *common],
+            node_env, head_log,
+        )
+        procs.append((head, head_log))
+        state.nodes.append(LocalNode("head", 0, head.pid, head_cpus, str(head_log), time.time()))
+        save_state(state, state_path)  # recorded before waiting: `down` can always find it
+        _wait_started(head, head_log, deadline)
+        for index in range(1, workers + 1):
+            common[common.index("--dashboard-agent-listen-port") + 1] = str(free_port())
+            log = run_dir / f"worker-{index}.log"
+            proc = _spawn(
+                [ray, "start", "--address", address, "--num-cpus", _num(cpus_per_worker),
+                 "--num-gpus", "0", *common],
+                node_env, log,
+            )
+            procs.append((proc, log))
+            state.nodes.append(
+                LocalNode("worker", index, proc.pid, cpus_per_worker, str(log), time.time())
+            )
+            save_state(state, state_path)
+        for proc, log in procs[1:]:
+            _wait_started(proc, log, deadline)
+    except BaseException:
+        for node in reversed(state.nodes):
+            stop_node(node, grace_s=0.5)
+        _cleanup_files(state, state_path)
+        raise
+    return state
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def add_worker_node(
+    state_path: str | Path | None = None,
+    *,
+    cpus: float = 1,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 60.0,
+) -> LocalNode:
+    """Start one more worker node for the recorded cluster (e.g. to replace a lost one)."""
+    state_path = Path(state_path) if state_path is not None else default_state_path()
+    state = load_state(state_path)
+    if state is None:
+        raise SearchStateError(f"{state_path}: no local cluster recorded; run `s4op cluster local up`")
+    node_env = dict(os.environ)
+    node_env.pop("RAY_ADDRESS", None)
+    node_env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=state.token_path,
+                    RAY_USAGE_STATS_ENABLED="0", **(env or {}))
+    index = max(node.index for node in state.nodes) + 1
+    log = Path(state.token_path).parent / f"worker-{index}.log"
+    proc = _spawn(
+        [_ray_executable(), "start", "--address", state.address, "--num-cpus", _num(cpus),
+         "--num-gpus", "0", "--node-ip-address", NODE_IP, "--object-store-memory",
+         str(128 * 1024 * 1024), "--dashboard-agent-listen-port", str(free_port()),
+         "--disable-usage-stats", "--block"],
+        node_env, log,
+    )
+    node = LocalNode("worker", index, proc.pid, cpus, str(log), time.time())
+    state.nodes.append(node)
+    save_state(state, state_path)
+    _wait_started(proc, log, time.monotonic() + timeout_s)
+    return node
+
+
+# --- stopping and status -----------------------------------------------------------------
+
+
+def _cleanup_files(state: LocalClusterState, state_path: Path, keep_logs: bool = False) -> None:
+    Path(state.token_path).unlink(missing_ok=True)
+    if not keep_logs:
+        shutil.rmtree(state.temp_dir, ignore_errors=True)
+        shutil.rmtree(Path(state.token_path).parent, ignore_errors=True)
+    Path(state_path).unlink(missing_ok=True)
+
+
+def stop_local_cluster(
+    state_path: str | Path | None = None, *, grace_s: float = 3.0, keep_logs: bool = False
+) -> dict[int, list[int]]:
+    """Stop the recorded nodes (workers first, head last) by session id; remove the state file,
+    the token and (unless `keep_logs`) the logs and Ray temp dir.
+
+    Returns {node pid: pids that were running}. Raises SearchStateError if any process of those
+    sessions survives SIGKILL."""
+    state_path = Path(state_path) if state_path is not None else default_state_path()
+    state = load_state(state_path)
+    if state is None:
+        return {}
+    stopped = {}
+    for node in sorted(state.nodes, key=lambda n: n.role == "head"):
+        stopped[node.pid] = stop_node(node, grace_s=grace_s)
+    left = {node.pid: session_processes(node.pid) for node in state.nodes}
+    left = {pid: rest for pid, rest in left.items() if rest}
+    if left:
+        raise SearchStateError(f"local cluster processes survived SIGKILL: {left}")
+    _cleanup_files(state, state_path, keep_logs=keep_logs)
+    return stopped
+
+
+def local_cluster_status(state_path: str | Path | None = None) -> list[dict]:
+    """One row per recorded node: role, index, pid, cpus, alive, live process count, log."""
+    state_path = Path(state_path) if state_path is not None else default_state_path()
+    state = load_state(state_path)
+    if state is None:
+        return []
+    rows = []
+    for node in state.nodes:
+        procs = session_processes(node.pid)
+        rows.append(
+            {"role": node.role, "index": node.index, "pid": node.pid, "cpus": node.cpus,
+             "alive": bool(procs), "processes": len(procs), "log": node.log}
+        )
+    return rows

@@ -1,0 +1,210 @@
+"""Train the dense baseline of a config: data -> S4Model -> fit -> checkpoint, tracked in MLflow.
+
+`train_baseline(cfg, out_dir)` generates the task's data first when `task.data_dir` is missing (or
+empty) and the config says how (`task.generate`), loads the splits, builds the model from
+`cfg.model`, trains it with `cfg.baseline.train` (`workers.training.fit`), prints one progress line
+per epoch, and writes the best-validation checkpoint (model.safetensors + model.json with val/test
+metrics, the data fingerprint and the task) into `out_dir`. The run is logged to MLflow: params
+(the flattened config), per-epoch metrics (step = epoch), the data fingerprint tag and the
+checkpoint files as artifacts. Without a tracking URI the store is `sqlite:///<out_dir>/mlflow.db`
+(absolute), with artifacts in `<out_dir>/mlartifacts`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from search_spaces.errors import S4opError
+
+EXPERIMENT = "s4op-train"
+MAX_PARAM_LEN = 6000  # MLflow's limit on one param value
+
+
+def default_tracking_uri(out_dir: str | os.PathLike) -> str:
+    """The default store: an absolute sqlite file in the output folder."""
+    return f"sqlite:///{Path(out_dir).resolve() / 'mlflow.db'}"
+
+
+def prepare_data(cfg) -> tuple[Any, str]:
+    """Generate the data if missing and the config says how; return (splits, data fingerprint)."""
+    from workers.data import fingerprint, generate_task, load_task
+
+    data_dir = Path(cfg.task.data_dir)
+    gen = cfg.task.generate
+    if gen is not None and not (data_dir.is_dir() and any(data_dir.iterdir())):
+        generate_task(cfg.task.name, data_dir, size={"train": gen.train, "val": gen.val, "test": gen.test},
+                      seed=gen.seed, options=dict(gen.options))
+    splits = load_task(cfg.task.name, data_dir, max_len=cfg.task.max_len, val_fraction=cfg.task.val_fraction)
+    return splits, fingerprint(data_dir)
+
+
+def build_model(cfg, info):
+    """The dense S4Model of `cfg.model` for a task (vocabulary/channels in, classes/labels out)."""
+    import torch
+
+    from workers.models import ModelSpec, S4Model
+
+    spec = ModelSpec.from_dict(cfg.model.to_spec_dict(info.d_input, info.n_classes, info.input_kind))
+    torch.manual_seed(cfg.baseline.train.seed)
+    return S4Model(spec)
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists stay whole."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def train_baseline(cfg, out_dir: str | os.PathLike, *, tracking_uri: str | None = None, console=None,
+                   parent_run_id: str | None = None, device: str = "cpu") -> Path:
+    """Train `cfg`'s dense baseline into `out_dir` (the checkpoint folder); returns its path.
+
+    tracking_uri: MLflow store (default: absolute sqlite file in out_dir); parent_run_id: tag the
+    run as a child (it is then created in the parent's experiment, else in `s4op-train`);
+    console: a rich Console for progress (default: stdout).
+    """
+    from rich.console import Console
+
+    from workers.checkpoint import save_checkpoint
+    from workers.metrics import majority_rate
+    from workers.training import evaluate, fit
+
+    console = console or Console(highlight=False, soft_wrap=True)
+    out_dir = Path(out_dir).resolve()
+    train = cfg.baseline.train
+
+    t0 = time.perf_counter()
+    splits, data_fp = prepare_data(cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    info = splits.info
+    data_s = time.perf_counter() - t0
+    majority = majority_rate(splits.val.y, multilabel=bool(info.multilabel))
+    model = build_model(cfg, info)
+    n_params = sum(p.numel() for p in model.parameters())
+    console.print(f"[bold]{cfg.name}[/]: {cfg.model.kind} H={cfg.model.d_model} layers={cfg.model.n_layers} "
+                  f"N={cfg.model.d_state} ({n_params:,} params) on {info.name} "
+                  f"(train {len(splits.train.y)}, val {len(splits.val.y)}, test {len(splits.test.y)}; "
+                  f"majority val {info.metric} {majority:.3f}; data {data_s:.1f}s)")
+
+    tracker = _Run(tracking_uri or default_tracking_uri(out_dir), out_dir, parent_run_id,
+                   name=f"{cfg.name}-baseline")
+    tracker.start(params={**flatten(cfg.model_dump(mode="json")), "model.params": n_params},
+                  tags={"s4op.kind": "baseline", "s4op.config": cfg.name, "s4op.task": info.name,
+                        "s4op.data_fingerprint": data_fp})
+    status = "FAILED"
+    try:
+        def on_epoch(r) -> None:
+            mark = "*" if r.improved else " "
+            console.print(f"epoch {r.epoch:3d}/{train.epochs}  loss {r.train_loss:.4f}  "
+                          f"val {info.metric} {r.val_metric:.4f}{mark} (best {r.best_val_metric:.4f})  "
+                          f"lr {r.lr:.2e}  {r.elapsed_s:6.1f}s  ETA {r.eta_s:5.0f}s")
+            tracker.metrics({"train_loss": r.train_loss, "val_metric": r.val_metric,
+                             "best_val_metric": r.best_val_metric, "lr": r.lr, "epoch_time_s": r.elapsed_s},
+                            step=r.epoch)
+
+        result = fit(model, splits, epochs=train.epochs, lr=train.lr, weight_decay=train.weight_decay,
+                     batch_size=train.batch_size, patience=train.patience, grad_clip=train.grad_clip,
+                     warmup_epochs=train.warmup_epochs, seed=train.seed, on_epoch=on_epoch, device=device)
+        model.cpu()
+        val = evaluate(model, splits.val, info, batch_size=train.batch_size)
+        test = evaluate(model, splits.test, info, batch_size=train.batch_size)
+        metrics = {"metric": info.metric, "val_metric": val, "test_metric": test, "majority_val": majority,
+                   "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                   "train_time_s": result.elapsed_s}
+        checkpoint = save_checkpoint(model, out_dir, task=info.name, data_fingerprint=data_fp, metrics=metrics,
+                                     extra={"config": cfg.name, "train": train.model_dump(mode="json"),
+                                            "history": [h.as_dict() for h in result.history],
+                                            "mlflow_run_id": tracker.run_id})
+        tracker.metrics({"final_val_metric": val, "test_metric": test, "majority_val": majority,
+                         "train_time_s": result.elapsed_s, "best_epoch": result.best_epoch})
+        tracker.artifacts(checkpoint)
+        status = "FINISHED"
+    finally:
+        tracker.end(status)
+    stop = " (early stop)" if result.stopped_early else ""
+    console.print(f"[bold]done[/]: val {info.metric} {val:.4f} (majority {majority:.4f}), test {test:.4f}, "
+                  f"best epoch {result.best_epoch}/{result.epochs_run}{stop}, {result.elapsed_s:.1f}s")
+    console.print(f"checkpoint: {checkpoint}")
+    return Path(checkpoint)
+
+
+class _Run:
+    """One MLflow run through an explicit client (no global active run, safe inside a driver)."""
+
+    def __init__(self, uri: str, out_dir: Path, parent_run_id: str | None, *, name: str):
+        self.uri, self.out_dir, self.parent_run_id, self.name = uri, out_dir, parent_run_id, name
+        self.run_id: str | None = None
+        self.client = None
+
+    def start(self, *, params: dict, tags: dict) -> None:
+        for name in ("alembic", "mlflow.store.db.utils"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        from mlflow.tracking import MlflowClient
+
+        try:
+            self.client = MlflowClient(tracking_uri=self.uri)
+            if self.parent_run_id:
+                experiment_id = self.client.get_run(self.parent_run_id).info.experiment_id
+            else:
+                experiment_id = self._experiment()
+            tags = {**tags, "mlflow.runName": self.name}
+            if self.parent_run_id:
+                tags["mlflow.parentRunId"] = self.parent_run_id
+            run = self.client.create_run(experiment_id, run_name=self.name, tags=tags)
+        except S4opError:
+            raise
+        except Exception as exc:  # unreachable server, unwritable sqlite file, unknown parent
+            from search_spaces.errors import ConfigError
+
+            raise ConfigError(f"MLflow tracking URI {self.uri}: cannot start a run "
+                              f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
+        self.run_id = run.info.run_id
+        from mlflow.entities import Param
+
+        items = [Param(k, _param_value(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def _experiment(self) -> str:
+        found = self.client.get_experiment_by_name(EXPERIMENT)
+        if found is not None:
+            return found.experiment_id
+        location = None
+        if self.uri.startswith("sqlite:///"):
+            location = (Path(self.uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
+        try:
+            return self.client.create_experiment(EXPERIMENT, artifact_location=location)
+        except Exception:  # created meanwhile by another process
+            found = self.client.get_experiment_by_name(EXPERIMENT)
+            if found is None:
+                raise
+            return found.experiment_id
+
+    def metrics(self, values: dict[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in values.items()]
+        self.client.log_batch(self.run_id, metrics=batch)
+
+    def artifacts(self, checkpoint: Path) -> None:
+        for name in ("model.json", "model.safetensors"):
+            self.client.log_artifact(self.run_id, str(checkpoint / name), "checkpoint")
+
+    def end(self, status: str) -> None:
+        if self.client is not None and self.run_id is not None:
+            self.client.set_terminated(self.run_id, status)
+
+
+def _param_value(v: Any) -> str:
+    text = "null" if v is None else str(v)
+    return text if len(text) <= MAX_PARAM_LEN else text[: MAX_PARAM_LEN - 3] + "..."

@@ -1,0 +1,70 @@
+"""Latency of a stage's models under the latency protocol, with exclusive use of the device.
+
+Trials share cores, so figures taken inside them are wrong. After a stage's trials have finished,
+one Ray task that reserves a whole node's CPUs (and one GPU when measuring on CUDA) loads each
+trial's final checkpoint and times it with `workers.latency.measure_latency`: warm-up, >= 30 timed
+runs, median and p90, fixed threads; device, threads, batch and length are recorded with the figure.
+Without a running Ray (unit tests, stage 0 before Ray starts) the same function runs in-process.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+
+def latency_examples(x: np.ndarray, batch_sizes: list[int]) -> dict[int, np.ndarray]:
+    """Example inputs per batch size, cut (or tiled) from a split's inputs `x  # (n L ...)`."""
+    out = {}
+    for batch in batch_sizes:
+        reps = -(-int(batch) // len(x))
+        out[int(batch)] = np.concatenate([x] * reps)[: int(batch)].copy()  # (B L ...)
+    return out
+
+
+def measure_models(models: Mapping[str, str], examples: Mapping[int, np.ndarray], latency: Mapping) -> dict:
+    """{id: {batch: measure_latency dict}} for each checkpoint folder in `models` (runs here)."""
+    import torch
+
+    from workers.checkpoint import load_checkpoint
+    from workers.latency import measure_latency
+
+    device = str(latency.get("device", "cpu"))
+    threads = int(latency.get("threads", 1))
+    torch.set_num_threads(threads)
+    out = {}
+    for key, folder in models.items():
+        model, _ = load_checkpoint(folder)
+        model.eval()
+        out[key] = {}
+        for batch, x in examples.items():
+            example = torch.as_tensor(x)  # (B L) tokens or (B L C) reals
+            out[key][int(batch)] = dict(measure_latency(
+                model, example, repeats=int(latency.get("repeats", 30)), warmup=int(latency.get("warmup", 5)),
+                threads=threads, device=device))
+        del model
+    return out
+
+
+def whole_node_cpus() -> int:
+    """CPUs of the largest alive node of the running Ray cluster (what 'exclusive' reserves)."""
+    import ray
+
+    cpus = [int(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")]
+    return max(cpus) if cpus and max(cpus) > 0 else 1
+
+
+def measure_stage(models: Mapping[str, str], examples: Mapping[int, np.ndarray], latency: Mapping) -> dict:
+    """Like `measure_models`, inside a Ray task holding a whole node (and a GPU on CUDA) if Ray runs."""
+    if not models:
+        return {}
+    try:
+        import ray
+    except ImportError:  # pragma: no cover
+        return measure_models(models, examples, latency)
+    if not ray.is_initialized():
+        return measure_models(models, examples, latency)
+    gpus = 1 if str(latency.get("device", "cpu")).startswith("cuda") else 0
+    task = ray.remote(num_cpus=whole_node_cpus(), num_gpus=gpus, max_retries=2)(measure_models)
+    return ray.get(task.remote(dict(models), dict(examples), dict(latency)))

@@ -1,0 +1,117 @@
+"""`s4op status`: where a search stands, read from the ledger and the folder (no Ray, no MLflow)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from orchestrator import ledger
+from orchestrator.driver import CONFIG_NAME, META_NAME, read_meta, stage_dir
+from orchestrator.lock import pid_alive, read_lock
+from search_spaces.errors import SearchStateError
+
+
+def disk_used(folder: str | os.PathLike) -> int:
+    """Bytes used by the files under `folder`."""
+    total = 0
+    for root, _, files in os.walk(folder):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _clean(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if hasattr(x, "item"):
+        return _clean(x.item())
+    return x
+
+
+def _starts(search_dir: Path, k: int) -> list[dict]:
+    path = stage_dir(search_dir, k) / "starts.log"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pass
+    return out
+
+
+def search_status(search_dir: str | os.PathLike) -> dict:
+    """Plain-data status: stages done, trials, best so far, what is left, lock, disk used."""
+    from search_spaces.config import load_search_config
+
+    search_dir = Path(search_dir).resolve()
+    if not (search_dir / META_NAME).exists() or not (search_dir / CONFIG_NAME).exists():
+        raise SearchStateError(f"{search_dir} is not a search folder (no {META_NAME} / {CONFIG_NAME}); "
+                               "expected <storage>/<name> made by `s4op search`")
+    meta = read_meta(search_dir)
+    cfg = load_search_config(search_dir / CONFIG_NAME)
+    stages = ledger.read_stages(search_dir)
+    trials = ledger.read_trials(search_dir)
+    rows = [{k: _clean(v) for k, v in r.items() if k in (
+        "stage", "rate", "status", "n_trials", "n_failed", "best_trial_id", "best_seed", "val_metric", "test_metric",
+        "latency_p50_ms", "speedup_pct", "params", "param_reduction_pct", "checkpoint")} for r in stages.to_dict("records")]
+    done = set(ledger.completed_stages(search_dir))
+    rates = [float(r) for r in cfg.search.rates]
+    left = [{"stage": k, "rate": r} for k, r in enumerate(rates, start=1) if k not in done]
+    current = None
+    if left:
+        k = left[0]["stage"]
+        starts = _starts(search_dir, k)
+        if starts:
+            current = {"stage": k, "rate": left[0]["rate"], "trial_starts": len(starts),
+                       "trials_started": sorted({s["trial"] for s in starts}),
+                       "restarts": sum(bool(s.get("resumed")) for s in starts)}
+    best = None
+    rated = [r for r in rows if r["status"] == "completed" and r["stage"] > 0]
+    if rated:
+        best = max(rated, key=lambda r: r["stage"])
+    owner = read_lock(search_dir)
+    running = bool(owner) and pid_alive(int(owner.get("pid", -1)))
+    n_trials = int(cfg.search.algorithm.samples) if cfg.search.algorithm.kind == "optuna" else len(cfg.seed_list)
+    return {
+        "search": meta.get("name"), "search_dir": str(search_dir), "tracking_uri": meta.get("tracking_uri"),
+        "task": cfg.task.name, "model": cfg.model.kind, "mode": cfg.search.mode,
+        "trials_per_stage": n_trials, "stages": rows,
+        "trials": {"completed": int((trials["status"] == "completed").sum()),
+                   "failed": int((trials["status"] == "failed").sum())},
+        "best_so_far": best, "left": left, "in_progress": current,
+        "complete": not left and 0 in done,
+        "driver": {"running": running, **(owner or {})} if owner else {"running": False},
+        "disk_bytes": disk_used(search_dir),
+    }
+
+
+def format_status(st: dict) -> str:
+    """Human-readable status lines."""
+    from orchestrator.view import summary_table
+
+    lines = [f"search {st['search']} ({st['task']}, {st['model']}, {st['mode']}) in {st['search_dir']}"]
+    state = "complete" if st["complete"] else ("running" if st["driver"]["running"] else "stopped")
+    if st["driver"].get("pid") and st["driver"]["running"]:
+        state += f" (driver PID {st['driver']['pid']} on {st['driver'].get('host')})"
+    lines.append(f"state: {state}; trials completed {st['trials']['completed']}, failed {st['trials']['failed']}; "
+                 f"{st['trials_per_stage']} trials per stage")
+    if st["stages"]:
+        import pandas as pd
+
+        lines.append(summary_table(pd.DataFrame(st["stages"]).assign(
+            best_trial_id=lambda d: d["best_trial_id"])))
+    if st["in_progress"]:
+        p = st["in_progress"]
+        lines.append(f"in progress: stage {p['stage']} (rate {p['rate']:g}): {len(p['trials_started'])} trials started, "
+                     f"{p['restarts']} restarts")
+    if st["left"]:
+        lines.append("left: " + ", ".join(f"stage {x['stage']} (rate {x['rate']:g})" for x in st["left"]))
+    lines.append(f"disk used: {st['disk_bytes'] / 1e6:.1f} MB; MLflow: {st['tracking_uri']}")
+    return "\n".join(lines)

@@ -1,0 +1,77 @@
+"""Registering each stage's best model in MLflow and loading it back by its rate alias."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from orchestrator.registry import load_registered, rate_alias, register_stage_best, registered_model_name
+from search_spaces.errors import CheckpointError, ConfigError
+from workers.checkpoint import save_checkpoint
+from workers.models import ModelSpec, S4Model
+from workers.pruning import compact
+
+
+def _model(seed: int) -> S4Model:
+    torch.manual_seed(seed)
+    spec = ModelSpec(kind="s4d", d_input=10, d_output=3, input_kind="tokens", d_model=8, n_layers=2, d_state=4)
+    return S4Model(spec).eval()
+
+
+@pytest.fixture()
+def store(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("demo", artifact_location=(tmp_path / "artifacts").as_uri())
+    run_id = client.create_run(experiment).info.run_id
+    return uri, run_id
+
+
+def test_rate_alias_names_the_percent():
+    assert rate_alias(0.0) == "rate-0" and rate_alias(0.5) == "rate-50" and rate_alias(0.9) == "rate-90"
+    assert rate_alias(0.07) == "rate-7"
+    with pytest.raises(ConfigError, match="rate"):
+        rate_alias(1.0)
+
+
+def test_register_then_load_by_alias_and_predict(tmp_path, store):
+    uri, run_id = store
+    dense = _model(0)
+    pruned = compact(dense, [[0, 2, 5], [1, 7]])
+    save_checkpoint(dense, tmp_path / "baseline")
+    save_checkpoint(pruned, tmp_path / "stage-1")
+    v0 = register_stage_best(uri, "demo", 0, 0.0, tmp_path / "baseline", run_id)
+    v1 = register_stage_best(uri, "demo", 1, 0.5, tmp_path / "stage-1", run_id)
+    assert v0 != v1
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    name = registered_model_name("demo")
+    assert str(client.get_model_version_by_alias(name, "rate-50").version) == v1
+    assert str(client.get_model_version_by_alias(name, "rate-0").version) == v0
+
+    x = np.random.default_rng(0).integers(1, 10, size=(4, 16)).astype(np.int64)  # (B L)
+    loaded = load_registered(uri, "demo", 0.5)
+    with torch.no_grad():
+        expected = pruned(torch.from_numpy(x)).numpy()  # (B d_output)
+    got = loaded.predict(x)
+    assert got.shape == (4, 3)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    # the dense version is a different model
+    assert not np.allclose(load_registered(uri, "demo", 0.0).predict(x), got)
+
+
+def test_registering_again_returns_the_same_version(tmp_path, store):
+    uri, run_id = store
+    save_checkpoint(_model(1), tmp_path / "ck")
+    first = register_stage_best(uri, "demo", 2, 0.7, tmp_path / "ck", run_id)
+    again = register_stage_best(uri, "demo", 2, 0.7, tmp_path / "ck", run_id)
+    assert first == again
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    assert len(client.search_model_versions(f"name='{registered_model_name('demo')}'")) == 1
+
+
+def test_not_a_checkpoint_folder_is_a_checkpoint_error(tmp_path, store):
+    uri, run_id = store
+    with pytest.raises(CheckpointError, match="model.json"):
+        register_stage_best(uri, "demo", 1, 0.5, tmp_path / "nothing", run_id)

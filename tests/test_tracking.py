@@ -1,0 +1,48 @@
+from mlflow.tracking import MlflowClient
+
+from orchestrator.tracking import KEY_TAG, PARENT_TAG, Tracker, default_tracking_uri, run_key, with_retry
+
+
+def test_runs_are_found_not_duplicated_and_nested(tmp_path):
+    uri = default_tracking_uri(tmp_path)
+    assert uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    t = Tracker(uri)
+    exp = t.open_experiment("s", artifact_dir=tmp_path / "art")
+    assert Tracker(uri).open_experiment("s") == exp
+    search = t.run(exp, run_key("s"), name="s")
+    stage = t.run(exp, run_key("s", 1), name="stage-1", parent_run_id=search)
+    trial = t.run(exp, run_key("s", 1, "seed-7"), name="seed-7", parent_run_id=stage)
+    again = Tracker(uri).run(exp, run_key("s", 1, "seed-7"), name="seed-7", parent_run_id=stage)
+    assert again == trial
+    client = MlflowClient(uri)
+    runs = client.search_runs([exp])
+    assert len(runs) == 3
+    by_key = {r.data.tags[KEY_TAG]: r for r in runs}
+    assert by_key["s/stage-1/seed-7"].data.tags[PARENT_TAG] == stage
+    assert by_key["s/stage-1"].data.tags[PARENT_TAG] == search
+    t.log_params(trial, {"seed": 7})
+    t.log_params(trial, {"seed": 7, "rate": 0.1})  # resumed run: params already logged are skipped
+    t.log_metrics(trial, {"loss": 1.5, "bad": float("nan")}, step=2)
+    data = client.get_run(trial).data
+    assert data.params == {"seed": "7", "rate": "0.1"} and data.metrics == {"loss": 1.5}
+    assert [m.step for m in client.get_metric_history(trial, "loss")] == [2]
+
+
+def test_tracking_failures_are_retried_then_swallowed():
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError("db locked")
+        return "ok"
+
+    assert with_retry(flaky, "x", attempts=4, delay=0.001) == "ok" and len(calls) == 3
+    assert with_retry(lambda: 1 / 0, "x", attempts=2, delay=0.001) is None
+
+
+def test_unreachable_server_never_raises_from_logging(tmp_path):
+    t = Tracker("http://127.0.0.1:9", attempts=1, delay=0.001)
+    t.log_metrics("abc", {"loss": 1.0})
+    t.set_tags("abc", {"k": "v"})
+    assert t.find_run("0", "k") is None

@@ -1,0 +1,330 @@
+"""Deployable forms of a compacted S4/S4D model: kernel-cached convolution, or the S4D step model.
+
+Convolution form (`deployable(model, L)`): every layer's kernel spectrum k_f = rfft(K, 2L) (H_kept L+1)
+is computed once and stored as two real buffers (real and imaginary part), so the exported graph
+holds no kernel generation and no complex parameters: y = irfft(rfft(u, 2L) k_f)[:L] + D u, with
+the complex product written out on real tensors. torch.onnx turns rfft/irfft into ONNX `DFT`.
+
+Step form (`streaming(model)`, unidirectional S4D only): the discrete system dA, dB, dC (H_kept N/2)
+as real/imag buffers and one recurrent step on real tensors,
+  x_k = dA x_{k-1} + dB u_k,   y_k = Re(sum_n dC_n x_k,n) + D u_k,
+with the state carried as (B H_kept N/2 2) real pairs per layer.
+
+Formats: safetensors (the deployable module's tensors + JSON metadata in the header), ONNX
+(`torch.onnx.export`, dynamo exporter, checked with onnxruntime), TorchScript (`torch.jit.trace`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from search_spaces.errors import ConfigError
+from workers.models.backbone import S4Model
+from workers.pruning import compact, kept_channels
+
+FORMATS = ("safetensors", "onnx", "torchscript")
+
+
+# ---- convolution form ---------------------------------------------------------------------------
+
+class CachedSSMConv(nn.Module):
+    """One layer's SSM operators at a fixed length L with the kernel spectrum frozen (real buffers)."""
+
+    def __init__(self, conv, L: int):
+        super().__init__()
+        with torch.no_grad():
+            was = conv.training
+            conv.eval()
+            k_f = conv.kernel_fft(L).detach()  # (H_kept L+1) complex
+            conv.train(was)
+        self.L = L
+        self.channels = conv.channels
+        self.bypass = conv.bypass
+        self.dense = len(conv.kept) == conv.channels
+        self.register_buffer("kept", conv.kept.clone())  # (H_kept)
+        self.register_buffer("k_real", k_f.real.contiguous())  # (H_kept L+1)
+        self.register_buffer("k_imag", k_f.imag.contiguous())  # (H_kept L+1)
+        self.register_buffer("D", conv.D.detach().clone())  # (H_kept)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """u (B H L) -> (B H L) (identity bypass) or (B H_kept L) (zero bypass)."""
+        L = u.shape[-1]
+        u_kept = u if self.dense else u.index_select(1, self.kept)  # (B H_kept L)
+        u_f = torch.view_as_real(torch.fft.rfft(u_kept, n=2 * L))  # (B H_kept L+1 2)
+        ur, ui = u_f[..., 0], u_f[..., 1]  # (B H_kept L+1)
+        yr = ur * self.k_real - ui * self.k_imag  # (B H_kept L+1)
+        yi = ur * self.k_imag + ui * self.k_real  # (B H_kept L+1)
+        y = torch.fft.irfft(torch.complex(yr, yi), n=2 * L)[..., :L]  # (B H_kept L)
+        y = y + self.D[:, None] * u_kept  # (B H_kept L)
+        if self.bypass == "zero" or self.dense:
+            return y
+        return u.index_copy(1, self.kept, y)  # (B H L)
+
+
+class Deployable(nn.Module):
+    """forward(x) -> logits (B d_output) for x (B L) tokens or (B L d_input) floats at the fixed L."""
+
+    def __init__(self, model: S4Model, L: int):
+        super().__init__()
+        model = _plain(model)
+        self.model = copy.deepcopy(model).eval()
+        self.length = L
+        for block in self.model.blocks:
+            block.conv = CachedSSMConv(block.conv, L)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)  # (B d_output)
+
+
+def _plain(model: S4Model) -> S4Model:
+    """The model with any mask applied by compaction (a masked reference becomes compact)."""
+    if any(block.conv.mask is not None for block in model.blocks):
+        model = compact(model, kept_channels(model))
+    return model.eval()
+
+
+def deployable(model: S4Model, L: int) -> Deployable:
+    """The kernel-cached convolution form of `model` for sequences of length L."""
+    if isinstance(L, bool) or not isinstance(L, int) or L < 1:
+        raise ConfigError(f"export length: got {L!r}, expected a positive integer")
+    return Deployable(model, L).eval()
+
+
+# ---- step (recurrent) form ----------------------------------------------------------------------
+
+class StreamingSSM(nn.Module):
+    """One layer's S4D operators in recurrent form on real tensors; state (B H_kept N/2 2)."""
+
+    def __init__(self, conv):
+        super().__init__()
+        kernel = conv.kernel
+        if not hasattr(kernel, "discrete") or getattr(kernel, "bidirectional", False):
+            raise ConfigError("export --streaming: expected a unidirectional S4D model (got a bidirectional or S4 layer)")
+        with torch.no_grad():
+            dA, dB, dC = kernel.discrete()  # (H_kept N/2) each
+        self.channels = conv.channels
+        self.bypass = conv.bypass
+        self.dense = len(conv.kept) == conv.channels
+        self.register_buffer("kept", conv.kept.clone())  # (H_kept)
+        for name, value in (("dA", dA), ("dB", dB), ("dC", dC)):
+            self.register_buffer(f"{name}_real", value.real.float().contiguous())  # (H_kept N/2)
+            self.register_buffer(f"{name}_imag", value.imag.float().contiguous())  # (H_kept N/2)
+        self.register_buffer("D", conv.D.detach().float().clone())  # (H_kept)
+
+    def state_shape(self, batch: int) -> tuple[int, ...]:
+        return (batch, *self.dA_real.shape, 2)
+
+    def forward(self, u: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """u (B H) one step, state (B H_kept N/2 2) -> (y (B H) or (B H_kept), new state)."""
+        u_kept = u if self.dense else u.index_select(1, self.kept)  # (B H_kept)
+        sr, si = state[..., 0], state[..., 1]  # (B H_kept N/2)
+        ar, ai = self.dA_real, self.dA_imag  # (H_kept N/2)
+        nr = ar * sr - ai * si + self.dB_real * u_kept[..., None]  # (B H_kept N/2)
+        ni = ar * si + ai * sr + self.dB_imag * u_kept[..., None]  # (B H_kept N/2)
+        y = (self.dC_real * nr - self.dC_imag * ni).sum(-1) + self.D * u_kept  # (B H_kept)
+        new_state = torch.stack([nr, ni], dim=-1)  # (B H_kept N/2 2)
+        if self.bypass == "zero" or self.dense:
+            return y, new_state
+        return u.index_copy(1, self.kept, y), new_state  # (B H)
+
+
+class Streaming(nn.Module):
+    """One time step of the whole classifier: (x_t, states..., total, t) -> (logits, states..., total, t).
+
+    x_t (B,) int64 tokens or (B d_input) floats; one state per layer (B H_kept N/2 2); total (B H)
+    the running sum of the last block's outputs (for mean pooling); t (1,) float steps seen.
+    """
+
+    def __init__(self, model: S4Model):
+        super().__init__()
+        model = _plain(model)
+        if model.spec.kind != "s4d" or model.spec.bidirectional:
+            raise ConfigError(f"export --streaming: model is {model.spec.kind} with bidirectional="
+                              f"{model.spec.bidirectional}, expected a unidirectional s4d model")
+        self.model = copy.deepcopy(model).eval()
+        self.ssm = nn.ModuleList(StreamingSSM(block.conv) for block in self.model.blocks)
+        self.pool = model.spec.pool
+
+    def initial_state(self, batch: int) -> tuple[torch.Tensor, ...]:
+        dtype = self.model.decoder.weight.dtype
+        states = [torch.zeros(s.state_shape(batch), dtype=dtype) for s in self.ssm]
+        total = torch.zeros(batch, self.model.spec.d_model, dtype=dtype)  # (B H)
+        return (*states, total, torch.zeros(1, dtype=dtype))
+
+    def forward(self, x_t: torch.Tensor, *state: torch.Tensor):
+        *layer_states, total, t = state
+        h = self.model.encoder(x_t)  # (B H)
+        new_states = []
+        for block, ssm, s in zip(self.model.blocks, self.ssm, layer_states):
+            z = block.norm.step(h) if block.prenorm else h  # (B H)
+            z, s = ssm(z, s)  # (B H_out)
+            z = block.glu(block.mix(block.activation(z)))  # (B H)
+            h = h + z  # (B H)
+            h = h if block.prenorm else block.norm.step(h)  # (B H)
+            new_states.append(s)
+        total = total + h  # (B H)
+        t = t + 1.0  # (1)
+        pooled = total / t if self.pool == "mean" else h  # (B H)
+        return (self.model.decoder(pooled), *new_states, total, t)
+
+
+def streaming(model: S4Model) -> Streaming:
+    """The step (recurrent) form of a unidirectional S4D model."""
+    return Streaming(model).eval()
+
+
+# ---- examples, writing, checking, timing ---------------------------------------------------------
+
+def example_input(model: S4Model, batch: int, length: int, seed: int = 0) -> torch.Tensor:
+    """A deterministic input: (B L) tokens in 1..d_input-1 or (B L d_input) standard normal floats."""
+    g = torch.Generator().manual_seed(seed)
+    spec = model.spec
+    if spec.input_kind == "tokens":
+        return torch.randint(1, max(spec.d_input, 2), (batch, length), generator=g)  # (B L)
+    return torch.randn(batch, length, spec.d_input, generator=g)  # (B L d_input)
+
+
+def module_inputs(module: nn.Module, model: S4Model, batch: int, length: int) -> tuple[torch.Tensor, ...]:
+    """The example inputs of the exported module: (x,) or (x_t, *initial state)."""
+    x = example_input(model, batch, length)
+    if isinstance(module, Streaming):
+        return (x[:, 0], *module.initial_state(batch))
+    return (x,)
+
+
+def input_names(module: nn.Module) -> list[str]:
+    if isinstance(module, Streaming):
+        return ["x_t", *[f"state_{i}" for i in range(len(module.ssm))], "total", "t"]
+    return ["x"]
+
+
+def output_names(module: nn.Module) -> list[str]:
+    if isinstance(module, Streaming):
+        return ["logits", *[f"new_state_{i}" for i in range(len(module.ssm))], "new_total", "new_t"]
+    return ["logits"]
+
+
+def write_export(module: nn.Module, inputs: tuple[torch.Tensor, ...], fmt: str, out: str | Path,
+                 metadata: dict) -> Path:
+    """Write `module` in format `fmt` to `out` (a file); `metadata` goes into the file where it can."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    if fmt == "safetensors":
+        from safetensors.torch import save_file
+
+        tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+        save_file(tensors, str(tmp), metadata={"s4op": json.dumps(metadata, sort_keys=True)})
+    elif fmt == "onnx":
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(module, inputs, dynamo=True, input_names=input_names(module),
+                                        output_names=output_names(module), verbose=False)
+        program.save(str(tmp))
+        import onnx
+
+        proto = onnx.load(str(tmp))
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = "s4op", json.dumps(metadata, sort_keys=True)
+        onnx.save(proto, str(tmp))
+    elif fmt == "torchscript":
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(module, inputs, check_trace=False)
+        torch.jit.save(traced, str(tmp), _extra_files={"s4op.json": json.dumps(metadata, sort_keys=True)})
+    else:
+        raise ConfigError(f"export --format: got {fmt!r}, expected one of {', '.join(FORMATS)}")
+    tmp.replace(out)
+    return out
+
+
+def run_exported(path: str | Path, fmt: str, module: nn.Module, inputs: tuple[torch.Tensor, ...],
+                 threads: int = 1):
+    """A callable running the exported file on `inputs` (numpy outputs), for checks and timing."""
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        feed = {arg.name: t.numpy() for arg, t in zip(session.get_inputs(), inputs)}
+        return lambda: session.run(None, feed)
+    if fmt == "torchscript":
+        loaded = torch.jit.load(str(path))
+
+        def call():
+            with torch.inference_mode():
+                out = loaded(*inputs)
+            return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
+        return call
+    if fmt == "safetensors":
+        from safetensors.torch import load_file
+
+        fresh = copy.deepcopy(module)
+        fresh.load_state_dict(load_file(str(path)))
+
+        def call():
+            with torch.inference_mode():
+                out = fresh(*inputs)
+            return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
+        return call
+    raise ConfigError(f"export --format: got {fmt!r}, expected one of {', '.join(FORMATS)}")
+
+
+def time_callable(fn, *, repeats: int = 30, warmup: int = 5) -> dict:
+    """The latency protocol for any callable: `warmup` untimed calls, `repeats` timed; ms figures."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000.0)
+    ordered = sorted(times)
+    pos = (len(ordered) - 1) * 0.9
+    lo = int(pos)
+    p90 = ordered[lo] + (ordered[min(lo + 1, len(ordered) - 1)] - ordered[lo]) * (pos - lo)
+    return {"p50_ms": statistics.median(times), "p90_ms": p90, "mean_ms": statistics.fmean(times),
+            "repeats": repeats}
+
+
+def max_abs_diff(path: str | Path, fmt: str, model: S4Model, module: nn.Module,
+                 inputs: tuple[torch.Tensor, ...], *, steps: int = 8) -> float:
+    """Largest |exported - eager PyTorch| over the logits.
+
+    Convolution form: the exported file on `inputs` vs `model(x)` (the eager, FFT-cached model).
+    Streaming form: the exported step run `steps` times from the zero state, feeding its own state
+    back, vs `S4Model.step` (complex recurrence) on the same prefix, compared at every step.
+    """
+    model = _plain(model)
+    if not isinstance(module, Streaming):
+        with torch.inference_mode():
+            expected = model(inputs[0]).numpy()  # (B d_output)
+        got = run_exported(path, fmt, module, inputs)()[0]
+        return float(np.abs(np.asarray(got) - expected).max())
+    batch = inputs[0].shape[0]
+    x = example_input(model, batch, steps, seed=1)  # (B T) or (B T d_input)
+    state = model.default_state(batch)
+    current = tuple(inputs[1:])
+    worst = 0.0
+    for t in range(steps):
+        step_inputs = (x[:, t], *current)
+        outputs = run_exported(path, fmt, module, step_inputs)()
+        with torch.inference_mode():
+            expected, state = model.step(x[:, t], state)  # (B d_output)
+        worst = max(worst, float(np.abs(np.asarray(outputs[0]) - expected.numpy()).max()))
+        current = tuple(torch.from_numpy(np.asarray(o)) for o in outputs[1:])
+    return worst

@@ -1,0 +1,89 @@
+"""Inference latency of a model under the latency protocol of the design.
+
+Eval mode, no autograd (`torch.inference_mode`), a fixed number of intra-op threads, `warmup`
+untimed runs, then `repeats` >= 30 timed runs of one forward pass; the figures are the median
+(p50), the 90th percentile, the mean and the minimum in milliseconds. On CUDA the device is
+synchronised before the first run and after each run, so each time covers the whole forward.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from search_spaces.errors import ConfigError
+
+MIN_REPEATS = 30
+
+
+def percentile(times: list[float], q: float) -> float:
+    """The q-th percentile (0..100) by linear interpolation between order statistics."""
+    ordered = sorted(times)
+    pos = (len(ordered) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def _to_device(example: tuple, device: torch.device) -> tuple:
+    return tuple(t.to(device) if isinstance(t, torch.Tensor) else t for t in example)
+
+
+def measure_latency(model: nn.Module, example: tuple, *, repeats: int = 30, warmup: int = 5,
+                    threads: int = 1, device: str = "cpu") -> dict:
+    """Time `model(*example)`; example = (x, lengths) with x (B L) tokens or (B L d_input) floats.
+
+    Returns dict(p50_ms, p90_ms, mean_ms, min_ms, repeats, threads, batch, length, device).
+    The model is left in eval mode on `device`; the torch thread count is restored afterwards.
+    """
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < MIN_REPEATS:
+        raise ConfigError(f"latency.repeats: got {repeats!r}, expected an integer >= {MIN_REPEATS}")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ConfigError(f"latency.warmup: got {warmup!r}, expected an integer >= 0")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(f"latency.threads: got {threads!r}, expected an integer >= 1")
+    if not isinstance(example, tuple) or not example or not isinstance(example[0], torch.Tensor):
+        raise ConfigError(f"latency example: got {type(example).__name__}, expected a tuple (x, lengths) of tensors")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"latency.device: got {device!r}, expected cpu or cuda[:k]") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"latency.device: got {device!r}, but CUDA is not available on this node")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"latency.device: got {device!r}, expected cpu or cuda[:k]")
+    cuda = dev.type == "cuda"
+    sync = (lambda: torch.cuda.synchronize(dev)) if cuda else (lambda: None)  # noqa: E731
+
+    model = model.to(dev).eval()
+    inputs = _to_device(example, dev)
+    x = inputs[0]
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    times: list[float] = []
+    try:
+        with torch.inference_mode():
+            for _ in range(warmup):
+                model(*inputs)
+            sync()
+            for _ in range(repeats):
+                start = time.perf_counter()
+                model(*inputs)
+                sync()
+                times.append((time.perf_counter() - start) * 1000.0)
+    finally:
+        torch.set_num_threads(old_threads)
+    return {
+        "p50_ms": statistics.median(times),
+        "p90_ms": percentile(times, 90),
+        "mean_ms": statistics.fmean(times),
+        "min_ms": min(times),
+        "repeats": repeats,
+        "threads": threads,
+        "batch": int(x.shape[0]),
+        "length": int(x.shape[1]) if x.dim() > 1 else 1,
+        "device": str(dev),
+    }

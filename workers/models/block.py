@@ -1,0 +1,89 @@
+"""One residual S4/S4D block on x (B H L).
+
+  z = norm(x) if prenorm else x
+  z = SSMConv(z)                        # K * z + D z per kept channel; bypass for pruned ones
+  z = GLU(Linear(dropout(GELU(z))))     # Linear(H_out, 2H), H_out = H or H_kept (zero bypass)
+  x = x + z;  x = norm(x) if postnorm
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from workers.models.layer import SSMConv
+from workers.models.spec import ModelSpec
+
+
+class ChannelNorm(nn.Module):
+    """LayerNorm or BatchNorm over the H channels of x (B H L)."""
+
+    def __init__(self, kind: str, H: int):
+        super().__init__()
+        self.kind = kind
+        self.norm = nn.LayerNorm(H) if kind == "layer" else nn.BatchNorm1d(H)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "layer":
+            return self.norm(x.transpose(1, 2)).transpose(1, 2)  # (B H L)
+        return self.norm(x)  # (B H L)
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B H) at one time step; BatchNorm uses running statistics (eval mode)."""
+        return self.norm(x)  # (B H)
+
+
+class S4Block(nn.Module):
+    def __init__(self, spec: ModelSpec, kept=None, bypass: str = "identity"):
+        super().__init__()
+        H = spec.d_model
+        self.prenorm = spec.prenorm
+        self.conv = SSMConv(spec, kept=kept, bypass=bypass)
+        self.activation = nn.GELU()
+        self.dropout = nn.Dropout(spec.dropout)
+        self.mix = nn.Linear(self.conv.out_channels, 2 * H)
+        self.glu = nn.GLU(dim=1)
+        self.norm = ChannelNorm(spec.norm, H)
+
+    def _mix(self, y: torch.Tensor) -> torch.Tensor:
+        """(B H_out L) -> (B H L): Linear to 2H over channels, then GLU."""
+        z = self.mix(y.transpose(1, 2)).transpose(1, 2)  # (B 2H L)
+        return self.glu(z)  # (B H L)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.norm(x) if self.prenorm else x  # (B H L)
+        z = self.dropout(self.activation(self.conv(z)))  # (B H_out L)
+        x = x + self._mix(z)  # (B H L)
+        return x if self.prenorm else self.norm(x)  # (B H L)
+
+    def default_state(self, batch: int) -> torch.Tensor:
+        return self.conv.default_state(batch)
+
+    def step(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B H) one time step -> (B H); eval-mode semantics."""
+        z = self.norm.step(x) if self.prenorm else x  # (B H)
+        z, state = self.conv.step(z, state)  # (B H_out)
+        z = self.glu(self.mix(self.dropout(self.activation(z))))  # (B H)
+        x = x + z  # (B H)
+        return (x if self.prenorm else self.norm.step(x)), state
+
+    def compacted(self, spec: ModelSpec, kept: list[int], bypass: str) -> "S4Block":
+        """A copy of this block whose SSMConv holds only `kept`; zero bypass drops mixing columns."""
+        import copy
+
+        new = copy.deepcopy(self)
+        new.conv = self.conv.compacted(spec, kept, bypass)
+        if bypass == "zero":
+            if self.conv.bypass == "zero":
+                old_cols = self.conv.kept.tolist()
+            else:
+                old_cols = list(range(self.conv.channels))
+            position = {k: i for i, k in enumerate(old_cols)}
+            cols = torch.tensor([position[k] for k in sorted(kept)], dtype=torch.long,
+                                device=self.mix.weight.device)
+            mix = nn.Linear(len(cols), self.mix.out_features).to(self.mix.weight.device, self.mix.weight.dtype)
+            with torch.no_grad():
+                mix.weight.copy_(self.mix.weight[:, cols])
+                mix.bias.copy_(self.mix.bias)
+            new.mix = mix
+        return new

@@ -1,0 +1,183 @@
+"""SSMConv: one layer's per-channel SSM operators (conv with K plus D u) under operator pruning.
+
+The layer was built for `channels` (H) channels and holds SSM parameters only for the kept ones
+(`kept`, original numbering). For u (B H L) it returns, before the activation:
+  kept channel h:   y_h = K_h * u_h + D_h u_h     (causal FFT convolution, length 2L)
+  pruned channel h: y_h = u_h (bypass "identity")   or   nothing (bypass "zero": the output has only
+                    the H_kept kept channels and the block's mixing Linear drops those columns).
+An optional `mask` (bool over the held channels) turns held channels off without removing their
+parameters: that is the masked reference of `workers.pruning.masked`.
+
+In eval mode with gradients off, fft(K) is cached per length L; the cache key holds `training`
+and each kernel parameter's and buffer's (data_ptr, _version, dtype, device), so optimiser steps, `load_state_dict`,
+`train()` and `.to()` all invalidate it. `kernel_mode = "per-forward"` disables the cache.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from search_spaces.errors import ConfigError
+from workers.models.s4d import S4DKernel
+from workers.models.spec import ModelSpec
+
+BYPASS_MODES = ("identity", "zero")
+KERNEL_MODES = ("cached", "per-forward")
+
+
+def kernel_class(kind: str):
+    """The kernel module for `kind`: S4DKernel, or S4Kernel (imported lazily)."""
+    if kind == "s4d":
+        return S4DKernel
+    if kind == "s4":
+        from workers.models.s4 import S4Kernel
+
+        return S4Kernel
+    raise ConfigError(f"model.kind: got {kind!r}, expected one of s4d, s4")
+
+
+def build_kernel(spec: ModelSpec, H: int) -> nn.Module:
+    return kernel_class(spec.kind)(
+        H=H, N=spec.d_state, init=spec.init, disc=spec.disc, trainable_B=spec.trainable_B,
+        dt_min=spec.dt_min, dt_max=spec.dt_max, lr=spec.ssm_lr, bidirectional=spec.bidirectional)
+
+
+def fft_kernel(K: torch.Tensor, L: int) -> torch.Tensor:
+    """rfft of the length-2L convolution kernel from K (C H L); C = 2 adds the anticausal part."""
+    if K.shape[0] == 2:  # y_t = sum_{s<=t} K0[t-s] u_s + sum_{s>t} K1[s-t-1] u_s
+        k = nn.functional.pad(K[0], (0, L)) + nn.functional.pad(K[1].flip(-1), (L, 0))  # (H 2L)
+    else:
+        k = K[0]  # (H L)
+    return torch.fft.rfft(k, n=2 * L)  # (H L+1)
+
+
+class SSMConv(nn.Module):
+    def __init__(self, spec: ModelSpec, kept=None, bypass: str = "identity", kernel: nn.Module | None = None):
+        super().__init__()
+        H = spec.d_model
+        if bypass not in BYPASS_MODES:
+            raise ConfigError(f"bypass: got {bypass!r}, expected one of {', '.join(BYPASS_MODES)}")
+        kept = list(range(H)) if kept is None else sorted(int(k) for k in kept)
+        self.channels = H
+        self.bypass = bypass
+        self.register_buffer("kept", torch.tensor(kept, dtype=torch.long))  # (H_kept)
+        self.kernel = build_kernel(spec, len(kept)) if kernel is None else kernel
+        self.D = nn.Parameter(torch.randn(len(kept)))  # (H_kept)
+        self.register_buffer("mask", None, persistent=False)  # (H_kept) bool; only on masked references
+        self.kernel_mode = "cached"
+        self._cache: tuple | None = None  # (key, k_f)
+
+    # ---- copies keep the `_optim` tags (Parameter.__deepcopy__ and pickling drop attributes) ----
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_optim_tags"] = {name: dict(p._optim) for name, p in self.named_parameters() if hasattr(p, "_optim")}
+        return state
+
+    def __setstate__(self, state):
+        tags = state.pop("_optim_tags", {})
+        super().__setstate__(state)
+        for name, p in self.named_parameters():
+            if name in tags:
+                p._optim = dict(tags[name])
+
+    # ---- pruning state -------------------------------------------------------------------------
+    @property
+    def dense(self) -> bool:
+        return len(self.kept) == self.channels
+
+    def effective_kept(self) -> list[int]:
+        kept = self.kept.tolist()
+        if self.mask is None:
+            return kept
+        return [k for k, on in zip(kept, self.mask.tolist()) if on]
+
+    @property
+    def out_channels(self) -> int:
+        """Width of the output: H for identity bypass, H_kept for zero bypass."""
+        return self.channels if self.bypass == "identity" else len(self.kept)
+
+    # ---- kernel and its cache ------------------------------------------------------------------
+    def _cache_key(self, L: int) -> tuple:
+        return (L, self.training) + tuple(
+            (p.data_ptr(), p._version, p.dtype, p.device)
+            for p in [*self.kernel.parameters(), *self.kernel.buffers()])
+
+    def kernel_fft(self, L: int) -> torch.Tensor:
+        """fft of the kernel for length L, cached in eval mode without gradients.  # (H_kept L+1)"""
+        use_cache = self.kernel_mode == "cached" and not self.training and not torch.is_grad_enabled()
+        if use_cache:
+            key = self._cache_key(L)
+            if self._cache is not None and self._cache[0] == key:
+                return self._cache[1]
+        k_f = fft_kernel(self.kernel(L), L)  # (H_kept L+1)
+        self._cache = (key, k_f) if use_cache else None
+        return k_f
+
+    def clear_cache(self) -> None:
+        self._cache = None
+
+    def _apply(self, fn, *args, **kwargs):
+        self._cache = None
+        return super()._apply(fn, *args, **kwargs)
+
+    def train(self, mode: bool = True):
+        self._cache = None
+        return super().train(mode)
+
+    # ---- forward -------------------------------------------------------------------------------
+    def ssm(self, u: torch.Tensor) -> torch.Tensor:
+        """K * u + D u on the held channels: u (B H_kept L) -> (B H_kept L)."""
+        L = u.shape[-1]
+        k_f = self.kernel_fft(L)  # (H_kept L+1)
+        u_f = torch.fft.rfft(u, n=2 * L)  # (B H_kept L+1)
+        y = torch.fft.irfft(u_f * k_f, n=2 * L)[..., :L]  # (B H_kept L)
+        return y + self.D[:, None] * u  # (B H_kept L)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """u (B H L) -> y (B H L) for identity bypass, (B H_kept L) for zero bypass."""
+        u_kept = u if self.dense else u.index_select(1, self.kept)  # (B H_kept L)
+        y_kept = self.ssm(u_kept)  # (B H_kept L)
+        if self.mask is not None:
+            off = ~self.mask[:, None]  # (H_kept 1)
+            fill = u_kept if self.bypass == "identity" else torch.zeros_like(u_kept)  # (B H_kept L)
+            y_kept = torch.where(off, fill, y_kept)  # (B H_kept L)
+        if self.bypass == "zero" or self.dense:
+            return y_kept
+        return u.index_copy(1, self.kept, y_kept)  # (B H L), pruned channels = u
+
+    # ---- step (recurrent) mode -----------------------------------------------------------------
+    def default_state(self, batch: int) -> torch.Tensor:
+        if not hasattr(self.kernel, "discrete") or getattr(self.kernel, "bidirectional", False):
+            raise ConfigError("step mode: expected a unidirectional S4D model (got a bidirectional or S4 layer)")
+        dA, _, _ = self.kernel.discrete()
+        return torch.zeros(batch, *dA.shape, dtype=dA.dtype, device=dA.device)  # (B H_kept N/2)
+
+    def step(self, u: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One time step: u (B H) -> y (B H) or (B H_kept) for zero bypass; state (B H_kept N/2)."""
+        dA, dB, dC = self.kernel.discrete()  # (H_kept N/2) each
+        u_kept = u if self.dense else u.index_select(1, self.kept)  # (B H_kept)
+        state = dA * state + dB * u_kept[..., None]  # (B H_kept N/2)
+        y_kept = (dC * state).sum(-1).real + self.D * u_kept  # (B H_kept)
+        if self.mask is not None:
+            fill = u_kept if self.bypass == "identity" else torch.zeros_like(u_kept)  # (B H_kept)
+            y_kept = torch.where(self.mask, y_kept, fill)  # (B H_kept)
+        if self.bypass == "zero" or self.dense:
+            return y_kept, state
+        return u.index_copy(1, self.kept, y_kept), state  # (B H)
+
+    # ---- compaction ----------------------------------------------------------------------------
+    def compacted(self, spec: ModelSpec, kept: list[int], bypass: str) -> "SSMConv":
+        """A new layer holding copies of the SSM parameters of `kept` (original numbering)."""
+        position = {k: i for i, k in enumerate(self.kept.tolist())}
+        idx = [position[k] for k in sorted(kept)]
+        kernel = self.kernel.subset(idx)
+        new = SSMConv(spec, kept=sorted(kept), bypass=bypass, kernel=kernel)
+        new = new.to(device=self.D.device, dtype=self.D.dtype)
+        with torch.no_grad():
+            new.D.copy_(self.D[torch.tensor(idx, dtype=torch.long, device=self.D.device)])
+        new.D.requires_grad_(self.D.requires_grad)
+        new.kept = new.kept.to(self.kept.device)
+        new.kernel_mode = self.kernel_mode
+        new.train(self.training)
+        return new

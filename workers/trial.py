@@ -1,0 +1,203 @@
+"""The Tune trainable: one trial = one pruning candidate of one stage (one seed, or one Optuna sample).
+
+load the parent checkpoint -> allocate pruned channels per layer at the stage's rate -> select the
+kept channels with the trial's seed -> compact -> fine-tune (a `tune.report` + checkpoint per epoch;
+a restarted trial continues from its last epoch) -> evaluate val and test -> save the pruned model
+-> final report. Latency is NOT measured here: trials share cores, so the driver measures every
+trial's model afterwards with exclusive use of the device (`orchestrator/stage_latency.py`).
+
+`config` = {"seed": int, optional "alloc_base": float, "lr": float, "ctx": {...}} where ctx is
+built by the driver (`orchestrator/driver.py::trial_context`): search name and folder, stage,
+rate, parent checkpoint, the search config as a dict, tracking URI, experiment and stage run ids.
+MLflow failures are logged and never fail the trial: the ledger is the truth.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+FINAL_MARKER = "final.json"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def trial_name(config: dict) -> str:
+    """The ledger trial id: `seed-<s>` for grid stages, Tune's trial id for sampled ones."""
+    ctx = config["ctx"]
+    if ctx.get("algorithm", "grid") == "grid":
+        return f"seed-{int(config['seed'])}"
+    from ray import tune
+
+    return tune.get_context().get_trial_id()
+
+
+def _record_start(stage_dir: Path, name: str, seed: int, resumed: bool, epoch: int) -> None:
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({"trial": name, "seed": seed, "resumed": resumed, "from_epoch": epoch,
+                       "pid": os.getpid(), "at": _now()})
+    with open(stage_dir / "starts.log", "a") as handle:
+        handle.write(line + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def choose_kept(model, ctx: dict, seed: int, alloc_base: float, length: int) -> list[list[int]]:
+    """New kept channels per layer (original numbering) for this trial, a subset of the parent's."""
+    from search_spaces.allocation import allocate
+    from search_spaces.selection import hinf_scores, select
+    from workers.pruning import kept_channels, ssm_responses
+
+    search = ctx["config"]["search"]
+    spec = ctx["config"]["model"]
+    channels, n_layers = int(spec["d_model"]), int(spec["n_layers"])
+    alloc = search["allocation"]
+    counts = allocate(alloc["policy"], float(ctx["rate"]), n_layers, channels, base=float(alloc_base),
+                      seed=seed, layer=alloc.get("layer"))
+    kept = kept_channels(model)
+    policy = search["selection"]["policy"]
+    scores = None
+    if policy != "random":
+        scores = [hinf_scores(K, D) for K, D in ssm_responses(model, length)]
+    return select(policy, counts, kept, seed=seed, scores=scores, channels=channels)
+
+
+def _save_epoch_checkpoint(model, state, epoch: int, extra: dict):
+    """A Tune checkpoint folder with the model and the train state (safetensors + JSON each)."""
+    from ray import tune
+
+    from workers.checkpoint import save_checkpoint
+
+    folder = Path(tempfile.mkdtemp(prefix="s4op-epoch-"))
+    save_checkpoint(model, folder / "model", extra=extra)
+    if state is not None:
+        state.save(folder / "train_state")
+    (folder / "epoch.json").write_text(json.dumps({"epoch": epoch, **extra}))
+    return folder, tune.Checkpoint.from_directory(str(folder))
+
+
+def run_trial(config: dict) -> None:
+    """Tune function trainable (see module docstring)."""
+    import torch
+    from ray import tune
+
+    from orchestrator.tracking import Tracker, run_key
+    from workers.checkpoint import load_checkpoint, save_checkpoint
+    from workers.data import load_task
+    from workers.pruning import compact, count_parameters, kept_channels
+    from workers.training import TrainState, evaluate, fit
+
+    ctx = config["ctx"]
+    cfg = ctx["config"]
+    finetune = cfg["search"]["finetune"]
+    seed = int(config["seed"])
+    alloc_base = float(config.get("alloc_base", cfg["search"]["allocation"]["base"]))
+    lr = float(config.get("lr", finetune["lr"]))
+    threads = max(1, int(ctx.get("cpus_per_trial", 1)))
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    name = trial_name(config)
+    stage_dir = Path(ctx["search_dir"]) / "stages" / f"stage-{ctx['stage']}"
+    started_at = _now()
+
+    checkpoint = tune.get_checkpoint()
+    resumed_state, start_epoch, final = None, 0, None
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            folder = Path(folder)
+            if (folder / FINAL_MARKER).exists():
+                final = json.loads((folder / FINAL_MARKER).read_text())
+            else:
+                info = json.loads((folder / "epoch.json").read_text())
+                start_epoch = int(info["epoch"])  # epochs completed (1-based epoch numbers)
+                started_at = info.get("started_at", started_at)
+                model, _ = load_checkpoint(folder / "model")
+                if (folder / "train_state").exists():
+                    resumed_state = TrainState.load(folder / "train_state")
+    _record_start(stage_dir, name, seed, checkpoint is not None, start_epoch)
+    if final is not None:  # finished before the restart: report the same result again
+        tune.report(final)
+        return
+
+    tracker = Tracker(ctx["tracking_uri"], attempts=3) if ctx.get("tracking_uri") else None
+    run_id = None
+    if tracker is not None:
+        run_id = tracker.run(ctx["experiment_id"], run_key(ctx["search"], ctx["stage"], name), name=name,
+                             parent_run_id=ctx.get("stage_run_id"))
+        tracker.log_params(run_id, {
+            "rate": ctx["rate"], "stage": ctx["stage"], "seed": seed, "mode": cfg["search"]["mode"],
+            "allocation.policy": cfg["search"]["allocation"]["policy"], "allocation.base": alloc_base,
+            "allocation.layer": cfg["search"]["allocation"].get("layer"),
+            "selection.policy": cfg["search"]["selection"]["policy"],
+            "selection.score": cfg["search"]["selection"].get("score"), "bypass": cfg["search"]["bypass"],
+            "finetune.epochs": finetune["epochs"], "finetune.lr": lr,
+            "finetune.weight_decay": finetune["weight_decay"], "finetune.patience": finetune["patience"],
+            "finetune.batch_size": finetune["batch_size"], "parent_checkpoint": ctx["parent_checkpoint"],
+        })
+
+    task = cfg["task"]
+    splits = load_task(task["name"], task["data_dir"], max_len=task.get("max_len"),
+                       val_fraction=task.get("val_fraction", 0.2))
+    length = int(splits.train.x.shape[1])
+    if start_epoch == 0:
+        parent, _ = load_checkpoint(ctx["parent_checkpoint"])
+        kept = choose_kept(parent, ctx, seed, alloc_base, length)
+        model = compact(parent, kept, bypass=cfg["search"]["bypass"])
+        del parent
+    kept = kept_channels(model)
+    if tracker is not None:
+        tracker.set_tags(run_id, {"s4op.kept": json.dumps(kept), "s4op.data_fingerprint": ctx.get("data_fingerprint", ""),
+                                  "s4op.kept_per_layer": json.dumps([len(k) for k in kept])})
+
+    epoch_extra = {"stage": ctx["stage"], "seed": seed, "trial": name, "started_at": started_at}
+
+    def on_epoch(report) -> None:
+        folder, ckpt = _save_epoch_checkpoint(model, getattr(report, "state", None), report.epoch, epoch_extra)
+        try:
+            tune.report({"epoch": int(report.epoch), "loss": float(report.train_loss),
+                         "val_metric": float(report.val_metric), "final": False}, checkpoint=ckpt)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        if tracker is not None:
+            tracker.log_metrics(run_id, {"loss": report.train_loss, "val_metric": report.val_metric}, step=int(report.epoch))
+
+    result = fit(model, splits, epochs=int(finetune["epochs"]), lr=lr, weight_decay=float(finetune["weight_decay"]),
+                 batch_size=int(finetune["batch_size"]), patience=int(finetune["patience"]),
+                 grad_clip=finetune.get("grad_clip"), seed=seed, on_epoch=on_epoch,
+                 start_epoch=start_epoch, state=resumed_state)
+    batch = int(finetune["batch_size"])
+    val_metric = float(evaluate(model, splits.val, splits.info, batch_size=batch))
+    test_metric = float(evaluate(model, splits.test, splits.info, batch_size=batch))
+    epochs_run = int(result.epochs_run)
+    model_dir = stage_dir / "trials" / name / "model"
+    params = int(count_parameters(model))
+    save_checkpoint(model, model_dir, task=task["name"], data_fingerprint=ctx.get("data_fingerprint"),
+                    metrics={"val_metric": val_metric, "test_metric": test_metric},
+                    extra={"stage": ctx["stage"], "rate": ctx["rate"], "seed": seed, "trial": name,
+                           "parent": ctx["parent_checkpoint"]})
+    final = {
+        "final": True, "trial": name, "seed": seed, "alloc_base": alloc_base, "lr": lr,
+        "val_metric": val_metric, "test_metric": test_metric, "params": params, "kept": json.dumps(kept),
+        "epochs_run": int(epochs_run), "model_dir": str(model_dir), "mlflow_run_id": run_id or "",
+        "started_at": started_at, "ended_at": _now(), "node": socket.gethostname(),
+    }
+    if tracker is not None:
+        tracker.log_metrics(run_id, {"final_val_metric": val_metric, "final_test_metric": test_metric, "params": params})
+        kept_file = Path(tempfile.mkdtemp(prefix="s4op-kept-")) / "kept.json"
+        kept_file.write_text(json.dumps(kept))
+        tracker.log_artifact(run_id, kept_file)
+        shutil.rmtree(kept_file.parent, ignore_errors=True)
+    folder = Path(tempfile.mkdtemp(prefix="s4op-final-"))
+    (folder / FINAL_MARKER).write_text(json.dumps(final))
+    try:
+        tune.report(final, checkpoint=tune.Checkpoint.from_directory(str(folder)))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
