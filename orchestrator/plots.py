@@ -31,7 +31,7 @@ def _save(fig, path: str | os.PathLike) -> Path:
     return path
 
 
-def _metric_label(tables: dict[str, pd.DataFrame]) -> str:
+def metric_label(tables: dict[str, pd.DataFrame]) -> str:
     table = next(iter(tables.values()))
     name = table["metric_name"].dropna().iloc[0] if table["metric_name"].notna().any() else "metric"
     return f"{table['metric_source'].iloc[0]} {name} (%)"
@@ -46,7 +46,7 @@ def plot_metric_vs_rate(tables: dict[str, pd.DataFrame], path) -> Path:
         ax.fill_between(x, t["metric_min"].astype(float) * 100, t["metric_max"].astype(float) * 100,
                         color=line.get_color(), alpha=0.15, linewidth=0)
     ax.set_xlabel("pruning rate (%)")
-    ax.set_ylabel(_metric_label(tables))
+    ax.set_ylabel(metric_label(tables))
     ax.set_title("Metric vs pruning rate (band: min-max over seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -60,7 +60,7 @@ def plot_latency_vs_rate(tables: dict[str, pd.DataFrame], path) -> Path:
         x = t["rate"] * 100
         ax.plot(x, t["latency_ms"], marker=MARKERS[i % len(MARKERS)], label=label)
         for xi, yi, s in zip(x, t["latency_ms"], t["speedup_pct"]):
-            if pd.notna(yi) and pd.notna(s) and s != 0:
+            if len(tables) == 1 and pd.notna(yi) and pd.notna(s) and s != 0:
                 ax.annotate(f"{-s:+.0f}%", (xi, yi), textcoords="offset points", xytext=(0, 6),
                             ha="center", fontsize=7)
     ax.set_xlabel("pruning rate (%)")
@@ -72,7 +72,7 @@ def plot_latency_vs_rate(tables: dict[str, pd.DataFrame], path) -> Path:
     return _save(fig, path)
 
 
-def plot_pareto(trials: dict[str, pd.DataFrame], path) -> Path:
+def plot_pareto(trials: dict[str, pd.DataFrame], path, metric_label: str = "metric (%)") -> Path:
     """Every completed trial as (latency, metric); the Pareto front of each search as a step line."""
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for i, (label, t) in enumerate(trials.items()):
@@ -87,7 +87,7 @@ def plot_pareto(trials: dict[str, pd.DataFrame], path) -> Path:
     if trials and any(not t.empty for t in trials.values()):
         fig.colorbar(points, ax=ax, label="pruning rate (%)")
     ax.set_xlabel("latency p50 (ms)")
-    ax.set_ylabel("metric (%)")
+    ax.set_ylabel(metric_label)
     ax.set_title("Metric vs latency over all trials")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

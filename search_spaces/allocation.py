@@ -11,8 +11,8 @@ that are pruned at rate r, counted against the original H channels; a search pru
   deeper layers are saturated. Every layer keeps at least one channel, so at most n * (H - 1) can
   be pruned: `allocate_report(...).reached` says what was reached when T is beyond that.
 - uniform: round(r * H) in every layer (capped at H - 1).
-- random: T channels placed uniformly at random over all n * H slots (seeded), then each layer's
-  count capped at H - 1 and the overflow moved to layers with room.
+- random: T channels placed at random over all n * H slots by walking one seeded permutation
+  and skipping layers already at H - 1 (so a higher rate only adds channels).
 - layer-wise: one layer (`layer=`) fully deactivated (all H pruned; the rate is ignored): the
   ablation of Table I, the only policy that may empty a layer.
 """
@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from search_spaces.errors import ConfigError
 
 POLICIES = ("depth-aware", "uniform", "random", "layer-wise")
+MONOTONE_SWEEP_LIMIT = 1 << 14  # largest n * H for which depth-aware is made monotone
+_TABLES: dict[tuple[int, int, float], list[tuple[int, ...]]] = {}  # (n, H, base) -> counts per T
 
 
 @dataclass(frozen=True)
@@ -85,10 +87,6 @@ def depth_aware(target: int, n_layers: int, channels: int, *, base: float = 2.0)
     return list(_monotone_table(n_layers, channels, float(base), target)[target])
 
 
-MONOTONE_SWEEP_LIMIT = 1 << 14
-_TABLES: dict[tuple[int, int, float], list[tuple[int, ...]]] = {}
-
-
 def _monotone_table(n_layers: int, channels: int, base: float, upto: int) -> list[tuple[int, ...]]:
     """Monotone counts for targets 0..upto, cached per shape and extended on demand."""
     cap = channels - 1
@@ -115,7 +113,8 @@ def algorithm1(target: int, n_layers: int, channels: int, *, base: float = 2.0) 
     open_layers = list(range(1, n_layers)) or [0]
     remaining = target
     while remaining > 0 and open_layers:
-        weights = [float(base) ** i for i in open_layers]
+        top = open_layers[-1]
+        weights = [float(base) ** (i - top) for i in open_layers]  # base^i scaled by base^-top
         total_w = sum(weights)
         before = sum(pruned)
         still_open = []

@@ -396,6 +396,9 @@ def _read_source(path_or_preset: Union[str, os.PathLike]) -> tuple[str, str]:
     raw = os.fspath(path_or_preset)
     path = Path(raw).expanduser()
     looks_like_path = path.suffix.lower() in (".yaml", ".yml") or os.sep in raw or "/" in raw
+    if looks_like_path and not path.exists() and "/" not in raw and os.sep not in raw \
+            and (PRESET_DIR / f"{path.stem}.yaml").is_file():
+        raw, looks_like_path = path.stem, False  # "cpu-listops-s4d.yaml" names the preset
     if not looks_like_path and not path.exists():
         preset = PRESET_DIR / f"{raw}.yaml"
         if not preset.is_file():
@@ -510,11 +513,21 @@ def _model_of(annotation: Any) -> Any:
 
 def _describe(exc: ValidationError, source: str) -> str:
     errors = exc.errors(include_url=False)
+    # a bad `search.seeds` fails both members of its Union: report the first member's problems only
+    branch = _union_tag(errors[0]["loc"])
+    errors = [e for e in errors if _union_tag(e["loc"]) in (None, branch)]
     first = _describe_one(errors[0])
     more = len({_path(e["loc"]) for e in errors}) - 1
     suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more > 0 else ""
     where = "" if source in ("config", "<string>") else f" [{source}]"
     return f"{first}{suffix}{where}"
+
+
+def _union_tag(loc: tuple) -> Optional[str]:
+    for i, part in enumerate(loc):
+        if i and loc[i - 1] == "seeds" and isinstance(part, str) and not part.isidentifier():
+            return part
+    return None
 
 
 def _describe_one(err: dict) -> str:

@@ -39,7 +39,8 @@ def select(policy: str, counts: Sequence[int], kept: Sequence[Sequence[int]], *,
     """
     if policy not in POLICIES:
         raise ConfigError(f"selection policy={policy!r} must be one of {', '.join(POLICIES)}")
-    kept = [sorted(int(c) for c in k) for k in kept]
+    given = [[int(c) for c in k] for k in kept]  # the caller's order: scores align with it
+    kept = [sorted(k) for k in given]
     H = _channels_per_layer(channels, len(kept))
     _check(counts, kept, H)
     if policy != "random":
@@ -55,7 +56,7 @@ def select(policy: str, counts: Sequence[int], kept: Sequence[Sequence[int]], *,
         elif policy == "random":
             pruned = rng.sample(k, n)
         else:
-            ranked = _rank_by_score(k, scores[i], i)  # channels, weakest first
+            ranked = _rank_by_score(given[i], scores[i], i)  # channels, weakest first
             if policy == "importance":
                 pruned = ranked[:n]
             else:
@@ -72,7 +73,6 @@ def _rank_by_score(kept: list[int], scores: Sequence[float], layer: int) -> list
         raise ConfigError(f"selection: layer {layer} has {len(scores)} scores for {len(kept)} kept channels")
     if any(not math.isfinite(s) for s in scores):
         raise ConfigError(f"selection: layer {layer} scores must be finite numbers")
-    # scores are aligned with `kept` as given; kept was sorted, so pair before sorting
     return [c for _, c in sorted(zip(scores, kept))]
 
 

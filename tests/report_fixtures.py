@@ -17,7 +17,8 @@ def kept_for(rate: float, layers: int = LAYERS, H: int = H) -> list[list[int]]:
 
 
 def write_search(folder, name="demo", rates=(0.3, 0.5, 0.9), seeds=(7, 42, 123), metric_name="accuracy",
-                 dense_latency=10.0, dense_params=10_000, checkpoints=None, with_test=True):
+                 dense_latency=10.0, dense_params=10_000, checkpoints=None, with_test=True, layers=LAYERS,
+                 length=64):
     """Write trials.parquet + stages.parquet like the driver does; returns the stage rows written.
 
     Metric per trial = 0.80 - 0.2 rate^2 + small seed offset; latency = dense * (1 - 0.6 rate) + seed
@@ -30,7 +31,7 @@ def write_search(folder, name="demo", rates=(0.3, 0.5, 0.9), seeds=(7, 42, 123),
             "best_trial_id": "baseline", "best_seed": 0, "metric_name": metric_name, "val_metric": 0.80,
             "test_metric": 0.79 if with_test else None, "latency_p50_ms": dense_latency,
             "latency_p90_ms": dense_latency * 1.1, "params": dense_params, "speedup_pct": 0.0,
-            "param_reduction_pct": 0.0, "kept": ledger.encode_kept(kept_for(0.0)), "checkpoint": path0,
+            "param_reduction_pct": 0.0, "kept": ledger.encode_kept(kept_for(0.0, layers)), "checkpoint": path0,
             "checkpoint_sha256": sha0, "mlflow_run_id": None, "started_at": "2026-01-01T00:00:00Z",
             "ended_at": "2026-01-01T00:01:00Z"}
     ledger.write_stage(folder, base)
@@ -45,8 +46,8 @@ def write_search(folder, name="demo", rates=(0.3, 0.5, 0.9), seeds=(7, 42, 123),
                 "status": "completed", "metric_name": metric_name, "val_metric": metric,
                 "test_metric": metric - 0.01 if with_test else None, "latency_p50_ms": latency,
                 "latency_p90_ms": latency * 1.1, "latency_batch": 1, "latency_threads": 1,
-                "latency_length": 64, "latency_device": "cpu", "params": int(dense_params * (1 - 0.5 * rate)),
-                "kept": ledger.encode_kept(kept_for(rate)), "is_best": False})
+                "latency_length": length, "latency_device": "cpu", "params": int(dense_params * (1 - 0.5 * rate)),
+                "kept": ledger.encode_kept(kept_for(rate, layers)), "is_best": False})
         trials.append({"search": name, "stage": k, "rate": rate, "seed": 999, "trial_id": f"t{k}_fail",
                        "status": "failed", "error": "boom", "metric_name": metric_name, "is_best": False})
         best = max(trials[:-1], key=lambda t: t["val_metric"])
@@ -63,3 +64,26 @@ def write_search(folder, name="demo", rates=(0.3, 0.5, 0.9), seeds=(7, 42, 123),
         ledger.write_stage(folder, row)
         stage_rows.append(row)
     return stage_rows
+
+
+def write_real_search(folder, name="real", rates=(0.5, 0.9), *, bidirectional=False, input_kind="tokens",
+                      seed=0, length=32):
+    """A search folder whose stages point at real checkpoints (S4D, 2 layers, H 8, N 4) with true sha256."""
+    import torch
+
+    from workers.checkpoint import checkpoint_sha256, save_checkpoint
+    from workers.models import ModelSpec, S4Model
+    from workers.pruning import compact
+
+    torch.manual_seed(seed)
+    spec = ModelSpec(kind="s4d", d_input=10 if input_kind == "tokens" else 3, d_output=3, input_kind=input_kind,
+                     d_model=H, n_layers=2, d_state=4, bidirectional=bidirectional)
+    dense = S4Model(spec).eval()
+    models, checkpoints = {0: dense}, {}
+    for k, rate in enumerate((0.0, *rates)):
+        model = dense if k == 0 else compact(dense, kept_for(rate, layers=2))
+        path = save_checkpoint(model, f"{folder}/stages/stage-{k}/best", task="listops")
+        models[k] = model
+        checkpoints[k] = (str(path), checkpoint_sha256(path))
+    write_search(folder, name=name, rates=rates, checkpoints=checkpoints, layers=2, length=length)
+    return models

@@ -230,7 +230,7 @@ _values = st.recursive(_scalars, lambda inner: st.one_of(
 _PRESET_TEXT = (Path(__file__).parent.parent / "search_spaces" / "presets" / "cpu-listops-s4d.yaml").read_text()
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(doc=st.dictionaries(st.sampled_from(_KEYS), _values, max_size=6))
 def test_fuzz_structured_yaml_loads_or_raises_config_error(doc):
     text = yaml.safe_dump(doc)
@@ -242,7 +242,7 @@ def test_fuzz_structured_yaml_loads_or_raises_config_error(doc):
         assert isinstance(cfg, SearchConfig)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pos=st.integers(0, len(_PRESET_TEXT)), cut=st.integers(0, 12),
        insert=st.text(alphabet=st.sampled_from(list(":-[]{},'\"&*!|>%@ \n\t#0.a1e")), max_size=6),
        override=st.text(max_size=20))
@@ -262,3 +262,23 @@ def test_yaml_tags_and_aliases_are_config_errors():
             config_from_yaml(text)
         except ConfigError:
             pass
+
+
+@pytest.mark.parametrize("task", [t if t != "ecg" else pytest.param(t, marks=pytest.mark.slow) for t in TASKS])
+def test_cpu_preset_generate_options_are_accepted_by_the_generators(task, tmp_path):
+    from workers.data import generate_task, load_task
+
+    cfg = load_search_config(f"cpu-{task}-s4d")
+    g = cfg.task.generate
+    out = generate_task(task, tmp_path / task, size={"train": 40, "val": 10, "test": 10}, seed=g.seed,
+                        options=g.options)
+    splits = load_task(task, out, max_len=cfg.task.max_len, val_fraction=cfg.task.val_fraction)
+    assert splits.train.x.shape[1] <= cfg.task.max_len
+    assert len(splits.train.y) + len(splits.val.y) >= 40
+
+
+def test_one_bad_seed_is_one_problem_and_preset_file_names_resolve():
+    message = _error(MINIMAL + "search: {seeds: [1, 2, x]}\n")
+    assert message.startswith("search.seeds[2]='x' must be a valid integer") and "more problem" not in message
+    assert "(and 1 more problem)" in _error(MINIMAL + "search: {seeds: [1, 2, x], bypass: q}\n")
+    assert load_search_config("cpu-listops-s4d.yaml") == load_search_config("cpu-listops-s4d")

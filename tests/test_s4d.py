@@ -159,3 +159,18 @@ def test_subset_copies_channels():
         sub.log_dt.add_(1.0)
     assert not torch.allclose(sub(20), kernel(20)[:, [3, 0]])  # a copy, not a view
     assert sub.log_dt._optim == kernel.log_dt._optim
+
+
+def test_copies_of_a_model_keep_ssm_optimiser_settings():
+    import copy
+    import pickle
+
+    from workers.models.backbone import S4Model
+
+    model = S4Model(ModelSpec(d_input=5, d_output=2, d_model=4, n_layers=1, d_state=4, trainable_B=True))
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        kernel = clone.blocks[0].conv.kernel
+        for p in (kernel.log_dt, kernel.log_A_real, kernel.A_imag, kernel.B):
+            assert p._optim == {"lr": 0.001, "weight_decay": 0.0}
+        groups = build_optimizer(clone, 0.01, 0.1).param_groups
+        assert sorted(len(g["params"]) for g in groups) == [4, len(list(clone.parameters())) - 4]

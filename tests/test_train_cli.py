@@ -18,7 +18,7 @@ TINY = {
         "max_len": 64,
         "val_fraction": 0.2,
         "generate": {"train": 120, "val": 40, "test": 40, "seed": 0,
-                     "options": {"min_len": 8, "max_len": 40, "max_depth": 2, "max_args": 3}},
+                     "options": {"min_len": 4, "max_len": 40, "max_depth": 3, "max_args": 4}},
     },
     "model": {"kind": "s4d", "d_model": 16, "n_layers": 1, "d_state": 8},
     "baseline": {"train": {"epochs": 2, "batch_size": 20, "lr": 0.003, "patience": 2, "seed": 0}},

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from search_spaces.errors import ConfigError
-from workers.latency import MIN_REPEATS, measure_latency
+from workers.latency import MIN_REPEATS, measure_latency_interleaved
 from workers.models.backbone import S4Model
 from workers.models.layer import BYPASS_MODES, KERNEL_MODES
 from workers.models.spec import ModelSpec
@@ -207,30 +207,28 @@ def run_latency_bench(preset: str = "listops-s4d", *, rates=DEFAULT_RATES, batch
             models[rate, bypass] = (model, kept, count_parameters(model))
     fixed_model = without_ssm(dense)
 
-    def timed(model, kernel, example):
-        if model is not fixed_model:
-            model.set_kernel_mode(kernel)
-        return measure_latency(model, example, repeats=repeats, warmup=warmup, threads=threads, device=device)
-
     breakdown, rows = [], []
+    pruned = [(rate, bypass) for bypass in bypasses for rate in rates if rate > 0.0]
     for kernel in kernels:
         for batch in batch_sizes:
             example = example_input(bench.spec, batch, L, seed)
-            say(f"{preset} kernel={kernel} batch={batch}: dense and fixed parts")
-            total = timed(dense, kernel, example)
-            fixed = timed(fixed_model, kernel, example)
+            say(f"{preset} kernel={kernel} batch={batch}: dense, fixed parts and {len(pruned)} pruned models")
+            timed = [dense, fixed_model] + [models[key][0] for key in pruned]
+            for model in timed:
+                if model is not fixed_model:
+                    model.set_kernel_mode(kernel)
+            results = measure_latency_interleaved([(m, example) for m in timed], repeats=repeats, warmup=warmup,
+                                                  threads=threads, device=device)
+            total, fixed = results[0], results[1]
+            by_key = dict(zip(pruned, results[2:]))
             ssm_ms = max(total["p50_ms"] - fixed["p50_ms"], 0.0)
             breakdown.append({"preset": preset, "kernel": kernel, "batch": batch, "threads": threads, "length": L,
                               "total_ms": total["p50_ms"], "fixed_ms": fixed["p50_ms"], "ssm_ms": ssm_ms,
                               "ssm_share": ssm_ms / total["p50_ms"] if total["p50_ms"] else 0.0})
             for bypass in bypasses:
                 for rate in rates:
-                    model, kept, params = models[rate, bypass]
-                    if rate == 0.0:
-                        result = total
-                    else:
-                        say(f"{preset} kernel={kernel} batch={batch} bypass={bypass} rate={rate}")
-                        result = timed(model, kernel, example)
+                    _, kept, params = models[rate, bypass]
+                    result = total if rate == 0.0 else by_key[rate, bypass]
                     ideal = fixed["p50_ms"] + kept * ssm_ms
                     rows.append({
                         "preset": preset, "bypass": bypass, "kernel": kernel, "rate": rate, "batch": batch,

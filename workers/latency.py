@@ -32,50 +32,30 @@ def _to_device(example: tuple, device: torch.device) -> tuple:
     return tuple(t.to(device) if isinstance(t, torch.Tensor) else t for t in example)
 
 
-def measure_latency(model: nn.Module, example: tuple, *, repeats: int = 30, warmup: int = 5,
-                    threads: int = 1, device: str = "cpu") -> dict:
-    """Time `model(*example)`; example = (x, lengths) with x (B L) tokens or (B L d_input) floats.
-
-    Returns dict(p50_ms, p90_ms, mean_ms, min_ms, repeats, threads, batch, length, device).
-    The model is left in eval mode on `device`; the torch thread count is restored afterwards.
-    """
+def _check_protocol(repeats, warmup, threads, device) -> torch.device:
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < MIN_REPEATS:
         raise ConfigError(f"latency.repeats: got {repeats!r}, expected an integer >= {MIN_REPEATS}")
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise ConfigError(f"latency.warmup: got {warmup!r}, expected an integer >= 0")
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ConfigError(f"latency.threads: got {threads!r}, expected an integer >= 1")
-    if not isinstance(example, tuple) or not example or not isinstance(example[0], torch.Tensor):
-        raise ConfigError(f"latency example: got {type(example).__name__}, expected a tuple (x, lengths) of tensors")
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ConfigError(f"latency.device: got {device!r}, expected cpu or cuda[:k]") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"latency.device: got {device!r}, but CUDA is not available on this node")
     if dev.type not in ("cpu", "cuda"):
         raise ConfigError(f"latency.device: got {device!r}, expected cpu or cuda[:k]")
-    cuda = dev.type == "cuda"
-    sync = (lambda: torch.cuda.synchronize(dev)) if cuda else (lambda: None)  # noqa: E731
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"latency.device: got {device!r}, but CUDA is not available on this node")
+    return dev
 
-    model = model.to(dev).eval()
-    inputs = _to_device(example, dev)
-    x = inputs[0]
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    times: list[float] = []
-    try:
-        with torch.inference_mode():
-            for _ in range(warmup):
-                model(*inputs)
-            sync()
-            for _ in range(repeats):
-                start = time.perf_counter()
-                model(*inputs)
-                sync()
-                times.append((time.perf_counter() - start) * 1000.0)
-    finally:
-        torch.set_num_threads(old_threads)
+
+def _check_example(example) -> None:
+    if not isinstance(example, tuple) or not example or not isinstance(example[0], torch.Tensor):
+        raise ConfigError(f"latency example: got {type(example).__name__}, expected a tuple (x, lengths) of tensors")
+
+
+def _summary(times: list[float], repeats: int, threads: int, x: torch.Tensor, dev: torch.device) -> dict:
     return {
         "p50_ms": statistics.median(times),
         "p90_ms": percentile(times, 90),
@@ -87,3 +67,47 @@ def measure_latency(model: nn.Module, example: tuple, *, repeats: int = 30, warm
         "length": int(x.shape[1]) if x.dim() > 1 else 1,
         "device": str(dev),
     }
+
+
+def measure_latency(model: nn.Module, example: tuple, *, repeats: int = 30, warmup: int = 5,
+                    threads: int = 1, device: str = "cpu") -> dict:
+    """Time `model(*example)`; example = (x, lengths) with x (B L) tokens or (B L d_input) floats.
+
+    Returns dict(p50_ms, p90_ms, mean_ms, min_ms, repeats, threads, batch, length, device).
+    The model is left in eval mode on `device`; the torch thread count is restored afterwards.
+    """
+    return measure_latency_interleaved([(model, example)], repeats=repeats, warmup=warmup,
+                                       threads=threads, device=device)[0]
+
+
+def measure_latency_interleaved(entries: list[tuple[nn.Module, tuple]], *, repeats: int = 30, warmup: int = 5,
+                                threads: int = 1, device: str = "cpu") -> list[dict]:
+    """Time several (model, example) pairs in rounds: each round runs every model once.
+
+    Same protocol and result per model as `measure_latency`; interleaving spreads the drift of a
+    shared, noisy machine evenly over the models, so their ratios are measured fairly.
+    """
+    dev = _check_protocol(repeats, warmup, threads, device)
+    for _, example in entries:
+        _check_example(example)
+    cuda = dev.type == "cuda"
+    sync = (lambda: torch.cuda.synchronize(dev)) if cuda else (lambda: None)  # noqa: E731
+    prepared = [(model.to(dev).eval(), _to_device(example, dev)) for model, example in entries]
+    times: list[list[float]] = [[] for _ in prepared]
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            for model, inputs in prepared:
+                for _ in range(warmup):
+                    model(*inputs)
+            sync()
+            for _ in range(repeats):
+                for i, (model, inputs) in enumerate(prepared):
+                    start = time.perf_counter()
+                    model(*inputs)
+                    sync()
+                    times[i].append((time.perf_counter() - start) * 1000.0)
+    finally:
+        torch.set_num_threads(old_threads)
+    return [_summary(t, repeats, threads, inputs[0], dev) for t, (_, inputs) in zip(times, prepared)]

@@ -83,7 +83,7 @@ def compact(model: S4Model, kept, bypass: str | None = None) -> S4Model:
     bypass = _check_bypass(model, bypass)
     kept = validate_kept(kept, kept_channels(model), model.spec.d_model)
     blocks = [block.compacted(model.spec, ks, bypass) for block, ks in zip(model.blocks, kept)]
-    new = copy.deepcopy(model)
+    new = copy.deepcopy(model, memo={id(model.blocks): None})  # blocks replaced below
     new.blocks = torch.nn.ModuleList(blocks)
     new.bypass = bypass
     copy_optim_tags(model, new)

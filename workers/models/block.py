@@ -71,7 +71,7 @@ class S4Block(nn.Module):
         """A copy of this block whose SSMConv holds only `kept`; zero bypass drops mixing columns."""
         import copy
 
-        new = copy.deepcopy(self)
+        new = copy.deepcopy(self, memo={id(self.conv): None})  # the conv is rebuilt below, not copied
         new.conv = self.conv.compacted(spec, kept, bypass)
         if bypass == "zero":
             if self.conv.bypass == "zero":

@@ -1,0 +1,89 @@
+"""`s4op bench latency`: dense vs pruned latency under the latency protocol, with the breakdown.
+
+Prints a table (rich) of achieved vs ideal time per rate, bypass, kernel mode and batch size, and
+the fixed/SSM breakdown of the dense model; `--json` prints one JSON object instead:
+{"machine": {...}, "rows": [...], "breakdown": [...], "targets": {...}}.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import typer
+
+from workers.models.layer import BYPASS_MODES, KERNEL_MODES
+
+bench_app = typer.Typer(help="Reproducible performance measurements.", no_args_is_help=True,
+                        add_completion=False, rich_markup_mode=None)
+
+
+@bench_app.command("latency")
+def latency(
+    preset: str = typer.Option("listops-s4d", "--preset", help="Model preset <task>-<model>, e.g. listops-s4d."),
+    rates: str = typer.Option("0,0.1,0.3,0.5,0.7,0.9", "--rates", help="Comma-separated pruning rates in [0, 1)."),
+    batch_sizes: str = typer.Option("1", "--batch-sizes", help="Comma-separated batch sizes."),
+    threads: int = typer.Option(1, "--threads", help="torch intra-op threads during timing."),
+    bypass: str = typer.Option(",".join(BYPASS_MODES), "--bypass", help="identity, zero or both."),
+    kernel: str = typer.Option("cached", "--kernel",
+                               help="cached (fft(K) cached in eval), per-forward (K every call), or both."),
+    repeats: int = typer.Option(30, "--repeats", help="Timed runs per figure (>= 30)."),
+    warmup: int = typer.Option(5, "--warmup", help="Untimed warm-up runs per figure."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the weights, inputs and pruned channels."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:k]."),
+    length: int = typer.Option(None, "--length", help="Override the preset's sequence length (quick checks)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+) -> None:
+    """Time dense and pruned models of the paper's sizes (random weights) and compare with the ideal."""
+    from workers import bench
+
+    preset_obj = bench.bench_preset(preset)  # validate every option before any timing
+    rate_list = bench.parse_rates(rates)
+    batch_list = bench.parse_batch_sizes(batch_sizes)
+    bypass_list = bench.parse_choices("--bypass", bypass, BYPASS_MODES)
+    kernel_list = bench.parse_choices("--kernel", kernel, KERNEL_MODES)
+    bench.check_count("--repeats", repeats, bench.MIN_REPEATS)
+    bench.check_count("--threads", threads, 1)
+    bench.check_count("--warmup", warmup, 0)
+    if length is not None:
+        bench.check_count("--length", length, 1)
+    progress = None if json_out else (lambda msg: print(f"  timing {msg}", file=sys.stderr))
+    result = bench.run_latency_bench(preset_obj.name, rates=rate_list, batch_sizes=batch_list, threads=threads,
+                                     bypasses=bypass_list, kernels=kernel_list, repeats=repeats, warmup=warmup,
+                                     seed=seed, device=device, length=length, progress=progress)
+    if json_out:
+        print(json.dumps(result))
+    else:
+        print_tables(result)
+
+
+def print_tables(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=140)
+    m = result["machine"]
+    console.print(f"s4op bench latency: {result['preset']} on {m['processor']} ({m['cpu_count']} cores), "
+                  f"threads={m['threads']}, device={m['device']}, torch {m['torch']}, {m['date']}")
+    parts = Table(title="Dense model: fixed parts vs SSM convolution (p50)")
+    for col in ("kernel", "batch", "length", "total ms", "fixed ms", "SSM ms", "SSM share"):
+        parts.add_column(col, justify="right")
+    for b in result["breakdown"]:
+        parts.add_row(b["kernel"], str(b["batch"]), str(b["length"]), f"{b['total_ms']:.2f}",
+                      f"{b['fixed_ms']:.2f}", f"{b['ssm_ms']:.2f}", f"{100 * b['ssm_share']:.1f} %")
+    console.print(parts)
+    rows = Table(title="Achieved vs ideal (ideal = fixed + kept fraction x SSM)")
+    for col in ("bypass", "kernel", "batch", "rate", "kept", "params", "p50 ms", "p90 ms", "ideal ms",
+                "p50/ideal", "p50/dense"):
+        rows.add_column(col, justify="right")
+    for r in result["rows"]:
+        rows.add_row(r["bypass"], r["kernel"], str(r["batch"]), f"{r['rate']:.2f}", f"{r['kept_fraction']:.3f}",
+                     f"{r['params']:,}", f"{r['p50_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['ideal_ms']:.2f}",
+                     f"{r['ratio_to_ideal']:.3f}", f"{r['ratio_to_dense']:.3f}")
+    console.print(rows)
+    for name, t in result["targets"].items():
+        console.print(f"target {name}: {t['value']:.3f} (want {t['target']}): {'met' if t['met'] else 'MISSED'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(bench_app, name="bench")
