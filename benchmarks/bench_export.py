@@ -3,7 +3,8 @@
 ListOps-shaped S4D (8 layers x H 128, N 64, L 2048, 18 tokens, 10 classes, batch norm) pruned with
 the depth-aware allocation and random channels (seed 0) at each rate, compacted, kernels cached.
 Eager = the S4Model itself in eval mode (fft(K) cached), timed by `workers.latency.measure_latency`;
-ONNX = the deployable form (`workers.export.deployable`) exported with torch.onnx and run by
+ONNX = the deployable forms (`workers.export.deployable`): "fft" (cached kernel spectrum, rfft/irfft
+as ONNX DFT) and "scan" (chunked S4D scan as matmuls), exported with torch.onnx and run by
 onnxruntime (CPUExecutionProvider, intra-op threads 1), timed with the same protocol (warm-up, then
 `--repeats` timed runs, median and p90). Each row also gives the largest |onnx - eager| logit.
 
@@ -61,21 +62,27 @@ def main(argv=None) -> int:
           f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"onnxruntime {__import__('onnxruntime').__version__}, 1 thread, batch 1, L {args.length}, "
           f"S4D {args.layers} x {args.d_model}, N {args.d_state}, {args.repeats} runs (median, p90)")
-    print("| rate | params | eager p50 ms | eager p90 ms | onnx p50 ms | onnx p90 ms | onnx / eager | max abs diff |")
+    print("| rate | params | eager p50 (p90) ms | onnx fft p50 (p90) ms | onnx scan p50 (p90) ms "
+          "| fft / eager | scan / eager | max abs diff fft, scan |")
     print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for rate in args.rates:
             model = pruned_model(dense, rate)
             x = ex.example_input(model, 1, args.length)  # (1 L)
             eager = measure_latency(model, (x,), repeats=args.repeats, warmup=args.warmup, threads=1)
-            module = ex.deployable(model, args.length)
-            path = ex.write_export(module, (x,), "onnx", Path(tmp) / f"r{rate}.onnx", {"rate": rate})
-            diff = ex.max_abs_diff(path, "onnx", model, module, (x,))
-            onnx = ex.time_callable(ex.run_exported(path, "onnx", module, (x,), threads=1),
-                                    repeats=args.repeats, warmup=args.warmup)
-            print(f"| {rate:.0%} | {count_parameters(model):,} | {eager['p50_ms']:.2f} | {eager['p90_ms']:.2f} | "
-                  f"{onnx['p50_ms']:.2f} | {onnx['p90_ms']:.2f} | {onnx['p50_ms'] / eager['p50_ms']:.2f} | "
-                  f"{diff:.1e} |", flush=True)
+            row = {}
+            for form in ("fft", "scan"):
+                module = ex.deployable(model, args.length, form)
+                path = ex.write_export(module, (x,), "onnx", Path(tmp) / f"r{rate}-{form}.onnx", {"rate": rate})
+                diff = ex.max_abs_diff(path, "onnx", model, module, (x,))
+                timing = ex.time_callable(ex.run_exported(path, "onnx", module, (x,), threads=1),
+                                          repeats=args.repeats, warmup=args.warmup)
+                row[form] = (timing, diff)
+            cells = [f"{rate:.0%}", f"{count_parameters(model):,}", f"{eager['p50_ms']:.1f} ({eager['p90_ms']:.1f})"]
+            cells += [f"{row[f][0]['p50_ms']:.1f} ({row[f][0]['p90_ms']:.1f})" for f in ("fft", "scan")]
+            cells += [f"{row[f][0]['p50_ms'] / eager['p50_ms']:.2f}" for f in ("fft", "scan")]
+            cells += [f"{row['fft'][1]:.1e}, {row['scan'][1]:.1e}"]
+            print("| " + " | ".join(cells) + " |", flush=True)
     return 0
 
 

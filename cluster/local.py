@@ -152,16 +152,21 @@ def _reap(pid: int) -> None:
         pass
 
 
-def kill_node(node: LocalNode, sig: int = signal.SIGKILL) -> list[int]:
-    """Send `sig` to every process of the node's session (a hard node loss with SIGKILL)."""
+def kill_node(node: LocalNode, sig: int = signal.SIGKILL, wait_s: float = 5.0) -> list[int]:
+    """Send `sig` to every process of the node's session (a hard node loss with SIGKILL) and wait
+    up to `wait_s` for them to be gone. Returns the pids signalled."""
     hit = session_processes(node.pid)
     for pid in hit:
         try:
             os.kill(pid, sig)
         except ProcessLookupError:
             pass
-    _reap(node.pid)
-    return hit
+    deadline = time.monotonic() + wait_s
+    while True:
+        _reap(node.pid)
+        if not session_processes(node.pid) or time.monotonic() >= deadline:
+            return hit
+        time.sleep(0.02)
 
 
 def stop_node(node: LocalNode, grace_s: float = 3.0) -> list[int]:
@@ -182,10 +187,6 @@ def stop_node(node: LocalNode, grace_s: float = 3.0) -> list[int]:
             return hit
         time.sleep(0.1)
     kill_node(node, signal.SIGKILL)
-    deadline = time.monotonic() + 5.0
-    while session_processes(node.pid) and time.monotonic() < deadline:
-        _reap(node.pid)
-        time.sleep(0.1)
     return hit
 
 
@@ -256,7 +257,7 @@ def start_local_cluster(
     object_store_mb: int = 128,
     dashboard: bool = False,
     env: dict[str, str] | None = None,
-    timeout_s: float = 120.0,
+    timeout_s: float = 180.0,
 ) -> LocalClusterState:
     """Start a head and `workers` worker nodes on 127.0.0.1; record them in `state_path`.
 
@@ -317,7 +318,6 @@ def start_local_cluster(
         "--block",
     ]
     deadline = time.monotonic() + timeout_s
-    procs: list[tuple[subprocess.Popen, Path]] = []
     try:
         head_log = run_dir / "head.log"
         head = _spawn(
@@ -328,29 +328,37 @@ def start_local_cluster(
              "--ray-client-server-port", str(free_port()), *common],
             node_env, head_log,
         )
-        procs.append((head, head_log))
         state.nodes.append(LocalNode("head", 0, head.pid, head_cpus, str(head_log), time.time()))
         save_state(state, state_path)  # recorded before waiting: `down` can always find it
         _wait_started(head, head_log, deadline)
         for index in range(1, workers + 1):
-            common[common.index("--dashboard-agent-listen-port") + 1] = str(free_port())
-            log = run_dir / f"worker-{index}.log"
-            proc = _spawn(
-                [ray, "start", "--address", address, "--num-cpus", _num(cpus_per_worker),
-                 "--num-gpus", "0", *common],
-                node_env, log,
-            )
-            procs.append((proc, log))
-            state.nodes.append(
-                LocalNode("worker", index, proc.pid, cpus_per_worker, str(log), time.time())
-            )
-            save_state(state, state_path)
-        for proc, log in procs[1:]:
-            _wait_started(proc, log, deadline)
+            # one at a time: a raylet must register with the GCS within Ray's fixed 30 s, which
+            # several nodes starting at once on a loaded machine can miss; such a node is retried
+            for attempt in (1, 2):
+                common[common.index("--dashboard-agent-listen-port") + 1] = str(free_port())
+                log = run_dir / f"worker-{index}.log"
+                proc = _spawn(
+                    [ray, "start", "--address", address, "--num-cpus", _num(cpus_per_worker),
+                     "--num-gpus", "0", *common],
+                    node_env, log,
+                )
+                node = LocalNode("worker", index, proc.pid, cpus_per_worker, str(log), time.time())
+                state.nodes.append(node)
+                save_state(state, state_path)
+                try:
+                    _wait_started(proc, log, deadline)
+                    break
+                except SearchStateError:
+                    stop_node(node, grace_s=0.5)
+                    proc.wait(timeout=10)
+                    state.nodes.remove(node)
+                    save_state(state, state_path)
+                    if attempt == 2 or time.monotonic() > deadline:
+                        raise
     except BaseException:
         for node in reversed(state.nodes):
             stop_node(node, grace_s=0.5)
-        _cleanup_files(state, state_path)
+        _cleanup_files(state, state_path, keep_logs=True)  # node logs say why
         raise
     return state
 
@@ -395,6 +403,7 @@ def add_worker_node(
 
 
 def _cleanup_files(state: LocalClusterState, state_path: Path, keep_logs: bool = False) -> None:
+    """Remove the token and state file; the logs and Ray's temp dir too unless `keep_logs`."""
     Path(state.token_path).unlink(missing_ok=True)
     if not keep_logs:
         shutil.rmtree(state.temp_dir, ignore_errors=True)

@@ -2,7 +2,9 @@
 
 Prints a table (rich) of achieved vs ideal time per rate, bypass, kernel mode and batch size, and
 the fixed/SSM breakdown of the dense model; `--json` prints one JSON object instead:
-{"machine": {...}, "rows": [...], "breakdown": [...], "targets": {...}}.
+{"machine": {...}, "rows": [...], "breakdown": [...], "targets": {...}, "cpu_targets": {...}}.
+Figures come in two clocks: wall time (the protocol's latency) and process CPU time (cpu_*),
+which a contended shared machine disturbs much less; see workers.latency.
 """
 
 from __future__ import annotations
@@ -65,24 +67,29 @@ def print_tables(result: dict) -> None:
     m = result["machine"]
     console.print(f"s4op bench latency: {result['preset']} on {m['processor']} ({m['cpu_count']} cores), "
                   f"threads={m['threads']}, device={m['device']}, torch {m['torch']}, {m['date']}")
-    parts = Table(title="Dense model: fixed parts vs SSM convolution (p50)")
-    for col in ("kernel", "batch", "length", "total ms", "fixed ms", "SSM ms", "SSM share"):
+    parts = Table(title="Dense model: fixed parts vs SSM convolution (p50; cpu = process CPU time)")
+    for col in ("kernel", "batch", "length", "total ms", "fixed ms", "SSM ms", "SSM share",
+                "cpu total", "cpu fixed", "cpu SSM"):
         parts.add_column(col, justify="right")
     for b in result["breakdown"]:
         parts.add_row(b["kernel"], str(b["batch"]), str(b["length"]), f"{b['total_ms']:.2f}",
-                      f"{b['fixed_ms']:.2f}", f"{b['ssm_ms']:.2f}", f"{100 * b['ssm_share']:.1f} %")
+                      f"{b['fixed_ms']:.2f}", f"{b['ssm_ms']:.2f}", f"{100 * b['ssm_share']:.1f} %",
+                      f"{b['cpu_total_ms']:.2f}", f"{b['cpu_fixed_ms']:.2f}", f"{b['cpu_ssm_ms']:.2f}")
     console.print(parts)
     rows = Table(title="Achieved vs ideal (ideal = fixed + kept fraction x SSM)")
     for col in ("bypass", "kernel", "batch", "rate", "kept", "params", "p50 ms", "p90 ms", "ideal ms",
-                "p50/ideal", "p50/dense"):
+                "p50/ideal", "p50/dense", "cpu p50", "cpu/ideal", "cpu/dense"):
         rows.add_column(col, justify="right")
     for r in result["rows"]:
         rows.add_row(r["bypass"], r["kernel"], str(r["batch"]), f"{r['rate']:.2f}", f"{r['kept_fraction']:.3f}",
                      f"{r['params']:,}", f"{r['p50_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['ideal_ms']:.2f}",
-                     f"{r['ratio_to_ideal']:.3f}", f"{r['ratio_to_dense']:.3f}")
+                     f"{r['ratio_to_ideal']:.3f}", f"{r['ratio_to_dense']:.3f}", f"{r['cpu_p50_ms']:.2f}",
+                     f"{r['cpu_ratio_to_ideal']:.3f}", f"{r['cpu_ratio_to_dense']:.3f}")
     console.print(rows)
-    for name, t in result["targets"].items():
-        console.print(f"target {name}: {t['value']:.3f} (want {t['target']}): {'met' if t['met'] else 'MISSED'}")
+    for clock, key in (("wall", "targets"), ("cpu", "cpu_targets")):
+        for name, t in result[key].items():
+            console.print(f"target {name} ({clock}): {t['value']:.3f} (want {t['target']}): "
+                          f"{'met' if t['met'] else 'MISSED'}")
 
 
 def register(app: typer.Typer) -> None:

@@ -319,7 +319,7 @@ def export_search(search_dir: str | os.PathLike, rate: float, fmt: str, out: str
     rate = parse_rate(rate)
     row = stage_for_rate(search, rate)
     folder = verified_checkpoint(search, row)
-    model, meta = load_checkpoint(folder)
+    model, _ = load_checkpoint(folder)
     if length is None:
         length = _default_length(search, row)
         if length is None:
@@ -333,10 +333,8 @@ def export_search(search_dir: str | os.PathLike, rate: float, fmt: str, out: str
         module = ex.streaming(model) if streaming else ex.deployable(model, length)
         inputs = ex.module_inputs(module, model, batch, length)
         record = {"search": search.name, "stage": int(row["stage"]), "rate": float(row["rate"]), "format": fmt,
-                  "streaming": streaming, "batch": batch, "length": None if streaming else length,
-                  "checkpoint": str(folder), "checkpoint_sha256": row.get("checkpoint_sha256"),
-                  "spec": model.spec.to_dict(), "kept": meta["kept"], "bypass": meta["bypass"],
-                  "inputs": ex.input_names(module), "outputs": ex.output_names(module)}
+                  "batch": batch, "checkpoint": str(folder), "checkpoint_sha256": row.get("checkpoint_sha256"),
+                  **ex.describe(model, module)}
         out = Path(out)
         path = ex.write_export(module, inputs, fmt, out, record)
         try:

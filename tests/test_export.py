@@ -27,9 +27,10 @@ def _model(bidirectional=False, bypass="identity", input_kind="tokens", pool="me
     return compact(dense, [[0, 3, 5], [1, 2, 6, 7]], bypass=bypass)
 
 
-@pytest.mark.parametrize("bidirectional,bypass", [(False, "identity"), (True, "identity"), (False, "zero")])
-def test_deployable_matches_the_model_and_holds_no_kernel_generator(bidirectional, bypass):
-    model = _model(bidirectional, bypass)
+@pytest.mark.parametrize("bidirectional,bypass,pool", [(False, "identity", "mean"), (True, "identity", "last"),
+                                                       (False, "zero", "mean")])
+def test_deployable_matches_the_model_and_holds_no_kernel_generator(bidirectional, bypass, pool):
+    model = _model(bidirectional, bypass, pool=pool)
     module = ex.deployable(model, 48)
     x = ex.example_input(model, 3, 48)  # (B L)
     with torch.no_grad():
@@ -74,8 +75,25 @@ def test_each_format_round_trips_within_tolerance(tmp_path, fmt):
     model = _model(input_kind="real")
     module = ex.deployable(model, 40)
     inputs = ex.module_inputs(module, model, 2, 40)
-    path = ex.write_export(module, inputs, fmt, tmp_path / f"m.{fmt}", {"rate": 0.5})
+    path = ex.write_export(module, inputs, fmt, tmp_path / f"m.{fmt}", ex.describe(model, module))
     assert ex.max_abs_diff(path, fmt, model, module, inputs) <= 1e-4
+
+
+def test_safetensors_export_rebuilds_from_the_file_alone(tmp_path):
+    model = _model(bypass="zero")
+    for module in (ex.deployable(model, 24), ex.streaming(model)):
+        inputs = ex.module_inputs(module, model, 2, 24)
+        path = ex.write_export(module, inputs, "safetensors", tmp_path / "m.safetensors", ex.describe(model, module))
+        loaded = ex.load_safetensors_export(path)
+        with torch.no_grad():
+            got, want = loaded(*inputs), module(*inputs)
+        for g, w in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+            torch.testing.assert_close(g, w)
+    from safetensors.torch import save_file
+
+    save_file({"a": torch.zeros(1)}, str(tmp_path / "bare.safetensors"))
+    with pytest.raises(ConfigError, match="s4op metadata"):
+        ex.load_safetensors_export(tmp_path / "bare.safetensors")
 
 
 def test_onnx_graph_has_dft_and_no_complex_tensors(tmp_path):

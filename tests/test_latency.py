@@ -52,6 +52,25 @@ def test_times_are_milliseconds_of_the_forward_and_ordered():
     assert result["min_ms"] <= result["mean_ms"]
 
 
+def test_cpu_time_counts_work_not_waiting():
+    """cpu_p50_ms is process CPU time: a forward that sleeps costs wall time but almost no CPU."""
+    result = measure_latency(Probe(ms=5.0), example(), repeats=30, warmup=1)
+    assert result["p50_ms"] >= 5.0
+    assert result["cpu_p50_ms"] < 2.5
+    assert result["cpu_p50_ms"] <= result["cpu_p90_ms"]
+
+
+def test_interleaved_measurement_gives_each_model_its_own_figures():
+    from workers.latency import measure_latency_interleaved
+
+    fast, slow = Probe(ms=1.0), Probe(ms=6.0)
+    results = measure_latency_interleaved([(fast, example(batch=2)), (slow, example(batch=5))],
+                                          repeats=30, warmup=2)
+    assert len(fast.calls) == len(slow.calls) == 32
+    assert results[1]["p50_ms"] > results[0]["p50_ms"] + 4
+    assert (results[0]["batch"], results[1]["batch"]) == (2, 5)
+
+
 def test_slower_model_measures_slower():
     fast = measure_latency(Probe(ms=1.0), example(), repeats=30, warmup=1)
     slow = measure_latency(Probe(ms=8.0), example(), repeats=30, warmup=1)

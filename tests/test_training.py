@@ -255,3 +255,16 @@ def test_altered_train_state_is_refused(tmp_path):
     (tmp_path / "train_state.json").unlink()
     with pytest.raises(CheckpointError, match="missing"):
         TrainState.load(tmp_path)
+
+
+def test_train_state_of_another_architecture_is_a_checkpoint_error(tmp_path):
+    splits = toy_splits()
+    result = fit(tiny_model(), splits, **{**FIT, "epochs": 1})
+    result.state.save(tmp_path)
+    torch.manual_seed(0)
+    wider = S4Model(ModelSpec(kind="s4d", d_input=6, d_output=2, input_kind="tokens", d_model=12, n_layers=2,
+                              d_state=4, norm="batch"))
+    with pytest.raises(CheckpointError, match="does not fit this model"):
+        fit(wider, splits, **FIT, state=TrainState.load(tmp_path))
+    with pytest.raises(CheckpointError, match="seed"):
+        fit(tiny_model(), splits, **{**FIT, "seed": 11}, state=TrainState.load(tmp_path))

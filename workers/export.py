@@ -69,19 +69,112 @@ class CachedSSMConv(nn.Module):
         return u.index_copy(1, self.kept, y)  # (B H L)
 
 
+class ScanSSMConv(nn.Module):
+    """One layer's S4D operators at a fixed length L as a chunked scan: matmuls, no FFT.
+
+    With chunks of T steps (C = ceil(L/T) chunks, u zero-padded on the right), a = dA, and the
+    kernel K[l] = Re(sum_n dC_n dB_n a_n^l), for t = cT + j:
+      y[t] = sum_{i<=j} K[j-i] u[cT+i]                  intra-chunk: U (C T) @ W (T T), W[i,j] = K[j-i]
+           + Re(sum_n dC_n a_n^(j+1) x_c,n)             carry: X (C N/2) @ Q (N/2 T), Q[n,j] = dC_n a_n^(j+1)
+    where x_c is the state after chunk c-1: e_c = U_c @ P, P[i,n] = a_n^(T-1-i) dB_n (chunk-local end
+    states), and x_c = sum_{c'<c} (a^T)^(c-1-c') e_c' by a log2(C)-step doubling scan. Cost per
+    channel ~ L (T + 4 N/2) real multiply-adds, against ~ 2 FFTs of 2L for the FFT form; all
+    constants are precomputed in float64 and stored as float32 real/imag buffers. Unidirectional
+    S4D only (the kernel must have `discrete()`).
+    """
+
+    def __init__(self, conv, L: int, T: int = 64):
+        super().__init__()
+        kernel = conv.kernel
+        if not hasattr(kernel, "discrete") or getattr(kernel, "bidirectional", False):
+            raise ConfigError("export form 'scan': expected a unidirectional S4D model (use form 'fft')")
+        T = max(1, min(T, L))
+        C = -(-L // T)
+        with torch.no_grad():
+            dA, dB, dC = copy.deepcopy(kernel).double().discrete()  # (H_kept N/2) complex128 each
+            i = torch.arange(T, dtype=torch.float64)  # (T)
+            powers = dA[..., None] ** i  # (H_kept N/2 T): a^l, l = 0..T-1
+            K = torch.einsum("hn,hnl->hl", dC * dB, powers).real  # (H_kept T)
+            lag = i[None, :] - i[:, None]  # (T T): j - i
+            W = torch.where(lag >= 0, K[:, lag.clamp(min=0).long()], torch.zeros((), dtype=K.dtype))  # (H_kept T T)
+            P = (powers.flip(-1) * dB[..., None]).transpose(1, 2)  # (H_kept T N/2): a^(T-1-i) dB
+            Q = dC[..., None] * powers * dA[..., None]  # (H_kept N/2 T): dC a^(j+1)
+            A_T = dA ** T  # (H_kept N/2)
+            steps = []
+            s = 1
+            while s < C:
+                steps.append(A_T ** s)  # (H_kept N/2)
+                s *= 2
+        self.L, self.T, self.C = L, T, C
+        self.channels, self.bypass = conv.channels, conv.bypass
+        self.dense = len(conv.kept) == conv.channels
+        self.register_buffer("kept", conv.kept.clone())  # (H_kept)
+        self.register_buffer("W", W.float().contiguous())  # (H_kept T T)
+        for name, value in (("P", P), ("Q", Q)):
+            self.register_buffer(f"{name}_real", value.real.float().contiguous())
+            self.register_buffer(f"{name}_imag", value.imag.float().contiguous())
+        for k, value in enumerate(steps):
+            self.register_buffer(f"A{k}_real", value.real.float()[..., None].contiguous())  # (H_kept N/2 1)
+            self.register_buffer(f"A{k}_imag", value.imag.float()[..., None].contiguous())
+        self.n_steps = len(steps)
+        self.register_buffer("D", conv.D.detach().float().clone())  # (H_kept)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """u (B H L) -> (B H L) (identity bypass) or (B H_kept L) (zero bypass)."""
+        B, L, T, C = u.shape[0], u.shape[-1], self.T, self.C
+        u_kept = u if self.dense else u.index_select(1, self.kept)  # (B H_kept L)
+        U = nn.functional.pad(u_kept, (0, C * T - L)).reshape(B, -1, C, T)  # (B H_kept C T)
+        y = U @ self.W  # (B H_kept C T) intra-chunk
+        Er = (U @ self.P_real).transpose(-1, -2)  # (B H_kept N/2 C)
+        Ei = (U @ self.P_imag).transpose(-1, -2)  # (B H_kept N/2 C)
+        s = 1
+        for k in range(self.n_steps):  # inclusive scan: S[c] = sum_{c'<=c} (a^T)^(c-c') e_c'
+            ar, ai = getattr(self, f"A{k}_real"), getattr(self, f"A{k}_imag")  # (H_kept N/2 1)
+            sr = nn.functional.pad(Er[..., : C - s], (s, 0))  # (B H_kept N/2 C)
+            si = nn.functional.pad(Ei[..., : C - s], (s, 0))  # (B H_kept N/2 C)
+            Er, Ei = Er + ar * sr - ai * si, Ei + ar * si + ai * sr  # (B H_kept N/2 C)
+            s *= 2
+        Xr = nn.functional.pad(Er[..., : C - 1], (1, 0)).transpose(-1, -2)  # (B H_kept C N/2) state before chunk c
+        Xi = nn.functional.pad(Ei[..., : C - 1], (1, 0)).transpose(-1, -2)  # (B H_kept C N/2)
+        y = y + Xr @ self.Q_real - Xi @ self.Q_imag  # (B H_kept C T)
+        y = y.reshape(B, -1, C * T)[..., :L] + self.D[:, None] * u_kept  # (B H_kept L)
+        if self.bypass == "zero" or self.dense:
+            return y
+        return u.index_copy(1, self.kept, y)  # (B H L)
+
+
+FORMS = ("auto", "fft", "scan")
+
+
+def resolve_form(model: S4Model, form: str) -> str:
+    """"auto": "scan" for unidirectional S4D (fewer operations, no DFT), else "fft"."""
+    if form not in FORMS:
+        raise ConfigError(f"export form: got {form!r}, expected one of {', '.join(FORMS)}")
+    if form != "auto":
+        return form
+    return "scan" if model.spec.kind == "s4d" and not model.spec.bidirectional else "fft"
+
+
 class Deployable(nn.Module):
     """forward(x) -> logits (B d_output) for x (B L) tokens or (B L d_input) floats at the fixed L."""
 
-    def __init__(self, model: S4Model, L: int):
+    def __init__(self, model: S4Model, L: int, form: str = "fft"):
         super().__init__()
         model = _plain(model)
         self.model = copy.deepcopy(model).eval()
         self.length = L
+        self.form = resolve_form(model, form)
         for block in self.model.blocks:
-            block.conv = CachedSSMConv(block.conv, L)
+            block.conv = CachedSSMConv(block.conv, L) if self.form == "fft" else ScanSSMConv(block.conv, L)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)  # (B d_output)
+        """Encoder -> blocks -> pool over all L positions -> decoder (S4Model.forward, lengths None,
+        without its input validation, whose data-dependent checks cannot be exported)."""
+        h = self.model.encoder(x).transpose(1, 2)  # (B H L)
+        for block in self.model.blocks:
+            h = block(h)  # (B H L)
+        pooled = h.mean(-1) if self.model.spec.pool == "mean" else h[..., -1]  # (B H)
+        return self.model.decoder(pooled)  # (B d_output)
 
 
 def _plain(model: S4Model) -> S4Model:
@@ -91,11 +184,11 @@ def _plain(model: S4Model) -> S4Model:
     return model.eval()
 
 
-def deployable(model: S4Model, L: int) -> Deployable:
-    """The kernel-cached convolution form of `model` for sequences of length L."""
+def deployable(model: S4Model, L: int, form: str = "fft") -> Deployable:
+    """The kernel-cached convolution form of `model` for sequences of length L ("fft" | "scan" | "auto")."""
     if isinstance(L, bool) or not isinstance(L, int) or L < 1:
         raise ConfigError(f"export length: got {L!r}, expected a positive integer")
-    return Deployable(model, L).eval()
+    return Deployable(model, L, form).eval()
 
 
 # ---- step (recurrent) form ----------------------------------------------------------------------
@@ -200,6 +293,16 @@ def module_inputs(module: nn.Module, model: S4Model, batch: int, length: int) ->
     return (x,)
 
 
+def describe(model: S4Model, module: nn.Module) -> dict:
+    """What a loader needs to rebuild `module`: spec, kept, bypass, length, streaming, input/output names."""
+    model = _plain(model)
+    return {"spec": model.spec.to_dict(), "kept": kept_channels(model), "bypass": model.bypass,
+            "streaming": isinstance(module, Streaming),
+            "length": None if isinstance(module, Streaming) else module.length,
+            "form": "step" if isinstance(module, Streaming) else module.form,
+            "inputs": input_names(module), "outputs": output_names(module)}
+
+
 def input_names(module: nn.Module) -> list[str]:
     if isinstance(module, Streaming):
         return ["x_t", *[f"state_{i}" for i in range(len(module.ssm))], "total", "t"]
@@ -271,10 +374,7 @@ def run_exported(path: str | Path, fmt: str, module: nn.Module, inputs: tuple[to
             return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
         return call
     if fmt == "safetensors":
-        from safetensors.torch import load_file
-
-        fresh = copy.deepcopy(module)
-        fresh.load_state_dict(load_file(str(path)))
+        fresh = load_safetensors_export(path)
 
         def call():
             with torch.inference_mode():
@@ -282,6 +382,29 @@ def run_exported(path: str | Path, fmt: str, module: nn.Module, inputs: tuple[to
             return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
         return call
     raise ConfigError(f"export --format: got {fmt!r}, expected one of {', '.join(FORMATS)}")
+
+
+def load_safetensors_export(path: str | Path) -> nn.Module:
+    """Rebuild a safetensors export (conv or step form) from its header metadata and tensors.
+
+    The header's `s4op` JSON holds spec, kept, bypass, length and streaming; the module is built
+    from a fresh model of that architecture and then filled from the file (nothing unpickled).
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from workers.models.spec import ModelSpec
+
+    with safe_open(str(path), framework="pt") as handle:
+        header = handle.metadata() or {}
+    if "s4op" not in header:
+        raise ConfigError(f"{path}: no s4op metadata in the safetensors header; expected a file from `s4op export`")
+    meta = json.loads(header["s4op"])
+    model = S4Model(ModelSpec.from_dict(meta["spec"]), kept=meta["kept"], bypass=meta["bypass"]).eval()
+    module = streaming(model) if meta.get("streaming") else deployable(model, int(meta["length"]),
+                                                                         meta.get("form", "fft"))
+    module.load_state_dict(load_file(str(path)))
+    return module.eval()
 
 
 def time_callable(fn, *, repeats: int = 30, warmup: int = 5) -> dict:

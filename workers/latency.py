@@ -2,8 +2,12 @@
 
 Eval mode, no autograd (`torch.inference_mode`), a fixed number of intra-op threads, `warmup`
 untimed runs, then `repeats` >= 30 timed runs of one forward pass; the figures are the median
-(p50), the 90th percentile, the mean and the minimum in milliseconds. On CUDA the device is
-synchronised before the first run and after each run, so each time covers the whole forward.
+(p50), the 90th percentile, the mean and the minimum in milliseconds of wall-clock time. Beside
+them, cpu_p50_ms / cpu_p90_ms give the process CPU time of the same runs: on a shared, contended
+machine it is far less disturbed by other tenants than wall time (it counts only this process's
+work), so ratios between models are best read from it there; on an exclusive CPU node the two
+agree at threads=1. On CUDA the device is synchronised before the first run and after each run,
+so each wall time covers the whole forward (CPU time is then not meaningful).
 """
 
 from __future__ import annotations
@@ -55,12 +59,15 @@ def _check_example(example) -> None:
         raise ConfigError(f"latency example: got {type(example).__name__}, expected a tuple (x, lengths) of tensors")
 
 
-def _summary(times: list[float], repeats: int, threads: int, x: torch.Tensor, dev: torch.device) -> dict:
+def _summary(times: list[float], cpu: list[float], repeats: int, threads: int, x: torch.Tensor,
+             dev: torch.device) -> dict:
     return {
         "p50_ms": statistics.median(times),
         "p90_ms": percentile(times, 90),
         "mean_ms": statistics.fmean(times),
         "min_ms": min(times),
+        "cpu_p50_ms": statistics.median(cpu),
+        "cpu_p90_ms": percentile(cpu, 90),
         "repeats": repeats,
         "threads": threads,
         "batch": int(x.shape[0]),
@@ -73,7 +80,8 @@ def measure_latency(model: nn.Module, example: tuple, *, repeats: int = 30, warm
                     threads: int = 1, device: str = "cpu") -> dict:
     """Time `model(*example)`; example = (x, lengths) with x (B L) tokens or (B L d_input) floats.
 
-    Returns dict(p50_ms, p90_ms, mean_ms, min_ms, repeats, threads, batch, length, device).
+    Returns dict(p50_ms, p90_ms, mean_ms, min_ms, cpu_p50_ms, cpu_p90_ms, repeats, threads, batch,
+    length, device).
     The model is left in eval mode on `device`; the torch thread count is restored afterwards.
     """
     return measure_latency_interleaved([(model, example)], repeats=repeats, warmup=warmup,
@@ -94,6 +102,7 @@ def measure_latency_interleaved(entries: list[tuple[nn.Module, tuple]], *, repea
     sync = (lambda: torch.cuda.synchronize(dev)) if cuda else (lambda: None)  # noqa: E731
     prepared = [(model.to(dev).eval(), _to_device(example, dev)) for model, example in entries]
     times: list[list[float]] = [[] for _ in prepared]
+    cpu: list[list[float]] = [[] for _ in prepared]
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -104,10 +113,11 @@ def measure_latency_interleaved(entries: list[tuple[nn.Module, tuple]], *, repea
             sync()
             for _ in range(repeats):
                 for i, (model, inputs) in enumerate(prepared):
-                    start = time.perf_counter()
+                    start, start_cpu = time.perf_counter(), time.process_time()
                     model(*inputs)
                     sync()
                     times[i].append((time.perf_counter() - start) * 1000.0)
+                    cpu[i].append((time.process_time() - start_cpu) * 1000.0)
     finally:
         torch.set_num_threads(old_threads)
-    return [_summary(t, repeats, threads, inputs[0], dev) for t, (_, inputs) in zip(times, prepared)]
+    return [_summary(t, c, repeats, threads, inputs[0], dev) for t, c, (_, inputs) in zip(times, cpu, prepared)]

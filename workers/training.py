@@ -21,7 +21,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -73,9 +73,8 @@ class EpochReport:
     state: "TrainState | None" = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
-        d = asdict(self) if self.state is None else {k: getattr(self, k) for k in _REPORT_KEYS}
-        d.pop("state", None)
-        return d
+        """The report as plain data (without `state`)."""
+        return {k: getattr(self, k) for k in _REPORT_KEYS}
 
 
 _REPORT_KEYS = ("epoch", "train_loss", "val_metric", "best_val_metric", "elapsed_s", "eta_s", "improved", "lr")
@@ -283,8 +282,12 @@ def fit(
     if state is not None:
         if state.seed != seed:
             raise CheckpointError(f"training state was saved with seed {state.seed}, resumed with seed {seed}")
-        model.load_state_dict(state.model)
-        optimizer.load_state_dict(state.optimizer)
+        try:
+            model.load_state_dict(state.model)
+            optimizer.load_state_dict(state.optimizer)
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"training state (epoch {state.epoch}) does not fit this model: "
+                                  f"{' '.join(str(exc).split())[:200]}") from None
         epoch, step = state.epoch, state.step
         best_val, best_epoch, since_best = state.best_val_metric, state.best_epoch, state.epochs_since_best
         best_model = {k: v.detach().clone() for k, v in state.best_model.items()}

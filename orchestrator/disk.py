@@ -1,0 +1,168 @@
+"""Disk of a search: what it uses, and pruning the checkpoints nothing needs any more.
+
+What resume and report need of a completed stage k (`stages/stage-<k>/`):
+- `best/` (the stage's best model: the next stage's parent and the report's row),
+- `trials/<trial>/model/` (each trial's final model; the ledger names it with its sha256),
+- in each Tune trial folder, the LAST `checkpoint_<n>` (Tune's record that the trial finished).
+Pruned: every earlier `checkpoint_<n>` of a Tune trial (epoch models + train state) and the
+temporaries a killed driver can leave (`.best.tmp`, `.baseline.tmp`, `.<file>.tmp-<pid>`).
+A stage that is not completed in the ledger is never touched: its checkpoints are how `resume`
+continues it. Nothing the ledger names (a `checkpoint` column) is ever removed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator import ledger
+
+CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d+)$")
+TEMPORARY = re.compile(r"^\..+\.tmp(-\d+)?$")
+
+
+@dataclass
+class PruneReport:
+    """Folders and files removed by `prune_checkpoints`, and the bytes freed."""
+
+    removed: list[Path] = field(default_factory=list)
+    freed_bytes: int = 0
+
+
+def _size(path: Path) -> int:
+    if path.is_symlink() or path.is_file():
+        try:
+            return path.lstat().st_size
+        except OSError:
+            return 0
+    return folder_bytes(path)
+
+
+def folder_bytes(folder: str | os.PathLike) -> int:
+    """Bytes used by the files under `folder` (symlinks counted as links, not followed)."""
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def disk_usage(search_dir: str | os.PathLike) -> dict:
+    """Bytes of a search folder: {total, checkpoints, tune, mlflow, ledger, other}.
+
+    checkpoints = baseline/, stages/*/best/ and stages/*/trials/; tune = the rest of stages/
+    (Tune's experiment state and per-epoch trial checkpoints); mlflow = mlflow.db + mlartifacts/.
+    """
+    search_dir = Path(search_dir)
+    usage = {"total": 0, "checkpoints": 0, "tune": 0, "mlflow": 0, "ledger": 0, "other": 0}
+    for root, _, files in os.walk(search_dir):
+        rel = Path(root).relative_to(search_dir).parts
+        if not rel:
+            part = None
+        elif rel[0] == "baseline" or (rel[0] == "stages" and len(rel) >= 3 and rel[2] in ("best", "trials")):
+            part = "checkpoints"
+        elif rel[0] == "stages":
+            part = "tune"
+        elif rel[0] == "mlartifacts":
+            part = "mlflow"
+        elif rel[0] == "ledger":
+            part = "ledger"
+        else:
+            part = "other"
+        for name in files:
+            try:
+                size = os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                continue
+            this = part or ("mlflow" if name.startswith("mlflow.db") else "other")
+            usage[this] += size
+            usage["total"] += size
+    return usage
+
+
+def _referenced(search_dir: Path) -> set[Path]:
+    out = set()
+    for frame in (ledger.read_trials(search_dir), ledger.read_stages(search_dir)):
+        for value in frame["checkpoint"].dropna():
+            if value:
+                out.add(Path(value).resolve())
+    return out
+
+
+def _holds_referenced(path: Path, referenced: set[Path]) -> bool:
+    path = path.resolve()
+    return any(ref == path or path in ref.parents for ref in referenced)  # it is, or holds, one
+
+
+def prunable(search_dir: str | os.PathLike, stage: int) -> list[Path]:
+    """Paths of a completed `stage` that resume and report do not need (see module docstring)."""
+    search_dir = Path(search_dir)
+    if stage not in ledger.completed_stages(search_dir):
+        return []
+    folder = search_dir / "baseline" if stage == 0 else search_dir / "stages" / f"stage-{stage}"
+    if not folder.is_dir():
+        return []
+    referenced = _referenced(search_dir)
+    out: list[Path] = []
+    for root, dirs, files in os.walk(folder):
+        root_path = Path(root)
+        numbered = sorted((int(m.group(1)), d) for d in dirs if (m := CHECKPOINT_DIR.match(d)))
+        for _, name in numbered[:-1]:  # all but the trial's last Tune checkpoint
+            out.append(root_path / name)
+        for name in dirs:
+            if TEMPORARY.match(name):
+                out.append(root_path / name)
+        for name in files:
+            if TEMPORARY.match(name):
+                out.append(root_path / name)
+        dirs[:] = [d for d in dirs if root_path / d not in out]
+    if stage == 1 or stage == 0:
+        tmp = search_dir / ".baseline.tmp"
+        if tmp.exists():
+            out.append(tmp)
+    return [p for p in out if not _holds_referenced(p, referenced)]
+
+
+def prune_checkpoints(search_dir: str | os.PathLike, stage: int) -> PruneReport:
+    """Remove `prunable(search_dir, stage)`; returns what went and the bytes freed."""
+    report = PruneReport()
+    for path in prunable(search_dir, stage):
+        size = _size(path)
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except FileNotFoundError:
+            continue
+        report.removed.append(path)
+        report.freed_bytes += size
+    return report
+
+
+def verified_stage_checkpoint(search_dir: str | os.PathLike, stage: int) -> str:
+    """The checkpoint folder of completed `stage`, after checking it against the ledger's sha256.
+
+    Missing or altered (the sha256 of model.json + model.safetensors differs from the stage row):
+    `CheckpointError` naming the folder and both hashes; nothing is touched, so the user can put
+    the right file back and resume.
+    """
+    from search_spaces.errors import CheckpointError, SearchStateError
+    from workers.checkpoint import checkpoint_sha256
+
+    stages = ledger.read_stages(search_dir)
+    row = stages.loc[(stages["stage"] == stage) & (stages["status"] == "completed")]
+    if row.empty or not row.iloc[0]["checkpoint"]:
+        raise SearchStateError(f"{ledger.stages_path(search_dir)}: stage {stage} has no completed checkpoint")
+    folder, expected = str(row.iloc[0]["checkpoint"]), row.iloc[0]["checkpoint_sha256"]
+    actual = checkpoint_sha256(folder)  # CheckpointError naming the missing file
+    if expected and actual != expected:
+        raise CheckpointError(f"checkpoint {folder} of stage {stage} was altered: sha256 {actual[:12]}..., the "
+                              f"ledger recorded {str(expected)[:12]}...; restore the original files to resume")
+    return folder

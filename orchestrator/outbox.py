@@ -1,0 +1,164 @@
+"""The MLflow outbox: `<search>/mlflow-outbox.jsonl`, the writes MLflow refused after every retry.
+
+The ledger is the truth and MLflow a view of it, so a tracking server that is down or erroring
+never fails a trial or a stage. A write that still fails after `tracking.with_retry`'s back-off is
+appended here as one JSON line naming the run by its stable `s4op.key` tag (and the run id it had,
+if any); `s4op sync-mlflow` (`orchestrator/sync.py`) replays the lines once MLflow is back.
+
+Appends are single `write` calls on an `O_APPEND` file, fsynced, so concurrent writers (driver and
+trials) never interleave within a line; a line torn by a kill is skipped on reading.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+OUTBOX_NAME = "mlflow-outbox.jsonl"
+OPS = ("metrics", "params", "tags", "terminate", "artifact")
+
+
+def outbox_path(search_dir: str | os.PathLike) -> Path:
+    return Path(search_dir) / OUTBOX_NAME
+
+
+def _jsonable(value):
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def enqueue(path: str | os.PathLike, op: str, *, key: str | None, run_id: str | None, data: dict,
+            step: int | None = None, error: str = "") -> dict:
+    """Append one failed write {op, key, run_id, data, step, at, error} to the outbox at `path`."""
+    if op not in OPS:
+        raise ValueError(f"outbox op {op!r}: expected one of {OPS}")
+    record = {"op": op, "key": key, "run_id": run_id, "data": data, "step": step,
+              "at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "error": str(error)[:300]}
+    line = (json.dumps(record, default=_jsonable, allow_nan=True) + "\n").encode()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return record
+
+
+def read_outbox(path: str | os.PathLike) -> list[dict]:
+    """The queued records in order; torn or foreign lines are skipped."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_bytes().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("op") in OPS and isinstance(record.get("data"), dict):
+            out.append(record)
+    return out
+
+
+def rewrite_outbox(path: str | os.PathLike, records: list[dict], *, consumed: int) -> None:
+    """Replace the first `consumed` lines' worth of records with `records` (those still failing).
+
+    Lines appended after the replay started (a live search writing) are kept after `records`.
+    The file is replaced atomically (temp file, fsync, rename); an empty outbox is removed.
+    """
+    path = Path(path)
+    later = read_outbox(path)[consumed:]
+    keep = list(records) + later
+    if not keep:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        return
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as handle:
+        for record in keep:
+            handle.write(json.dumps(record, default=_jsonable) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class _Attempt:
+    """Records whether one retried call succeeded and its last error."""
+
+    def __init__(self, fn):
+        self.fn, self.ok, self.error = fn, False, None
+
+    def __call__(self):
+        try:
+            result = self.fn()
+        except Exception as exc:  # noqa: BLE001 - re-raised for with_retry to count
+            self.error = exc
+            raise
+        self.ok = True
+        return result
+
+
+def queueing_tracker(tracking_uri: str, outbox: str | os.PathLike, **kwargs):
+    """A `tracking.Tracker` whose writes that fail after every retry are appended to `outbox`."""
+    from orchestrator.tracking import Tracker
+
+    class QueueingTracker(Tracker):
+        def __init__(self):
+            super().__init__(tracking_uri, **kwargs)
+            self.outbox = Path(outbox)
+            self._keys: dict[str, str] = {}
+            self._pending: tuple | None = None
+
+        def _retry(self, fn, what):
+            pending, self._pending = self._pending, None
+            attempt = _Attempt(fn)
+            result = super()._retry(attempt, what)
+            if not attempt.ok and pending is not None:
+                op, run_id, data, step = pending
+                enqueue(self.outbox, op, key=self._keys.get(run_id), run_id=run_id, data=data, step=step,
+                        error=repr(attempt.error))
+            return result
+
+        def _write(self, op, run_id, data, step, call):
+            self._pending = (op, run_id, data, step) if run_id else None
+            try:
+                call()
+            finally:
+                self._pending = None
+
+        def run(self, experiment_id, key, **kw):
+            run_id = super().run(experiment_id, key, **kw)
+            if run_id:
+                self._keys[run_id] = key
+            return run_id
+
+        def finish(self, run_id, status="FINISHED"):
+            self._write("terminate", run_id, {"status": status}, None, lambda: super(QueueingTracker, self).finish(run_id, status))
+
+        def log_params(self, run_id, params):
+            self._write("params", run_id, {str(k): str(v) for k, v in (params or {}).items()}, None,
+                        lambda: super(QueueingTracker, self).log_params(run_id, params))
+
+        def log_metrics(self, run_id, metrics, *, step=None):
+            clean = {str(k): float(v) for k, v in metrics.items()
+                     if v is not None and isinstance(v, (int, float)) and math.isfinite(float(v))}
+            self._write("metrics", run_id, clean, int(step or 0),
+                        lambda: super(QueueingTracker, self).log_metrics(run_id, metrics, step=step))
+
+        def set_tags(self, run_id, tags):
+            self._write("tags", run_id, {str(k): str(v) for k, v in (tags or {}).items()}, None,
+                        lambda: super(QueueingTracker, self).set_tags(run_id, tags))
+
+        def log_artifact(self, run_id, path, artifact_path=None):
+            self._write("artifact", run_id, {"path": str(Path(path).resolve()), "artifact_path": artifact_path}, None,
+                        lambda: super(QueueingTracker, self).log_artifact(run_id, path, artifact_path))
+
+    return QueueingTracker()

@@ -1,0 +1,149 @@
+"""MLflow down or erroring: writes are queued in the outbox; `sync-mlflow` replays ledger + outbox idempotently."""
+
+import json
+import socket
+
+import pytest
+
+from orchestrator import ledger
+from orchestrator.outbox import enqueue, outbox_path, queueing_tracker, read_outbox
+from orchestrator.sync import sync_search
+from orchestrator.tracking import KEY_TAG, Tracker, default_tracking_uri, run_key
+from search_spaces.errors import ConfigError, SearchStateError
+
+
+def _dead_uri() -> str:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(autouse=True)
+def _fast_http(monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+
+
+def _trial(stage, seed, status="completed", val=0.5, best=False):
+    ok = status == "completed"
+    return {"search": "s", "stage": stage, "rate": 0.1 * stage, "seed": seed, "trial_id": f"seed-{seed}",
+            "status": status, "error": None if ok else "ValueError: loss is nan", "metric_name": "accuracy",
+            "val_metric": val if ok else None, "test_metric": val - 0.01 if ok else None,
+            "latency_p50_ms": 1.5 if ok else None, "params": 1000 - 100 * stage if ok else None,
+            "kept": json.dumps([[0, 1], [2]]) if ok else None, "alloc_base": 2.0, "lr": 1e-3, "is_best": best,
+            "parent_checkpoint": "/x/baseline", "ended_at": "2026-11-23T14:00:00+00:00"}
+
+
+def _stage(stage, val):
+    return {"search": "s", "stage": stage, "rate": 0.1 * stage, "status": "completed", "n_trials": 2, "n_failed": 1,
+            "best_trial_id": "seed-7", "best_seed": 7, "metric_name": "accuracy", "val_metric": val,
+            "test_metric": val - 0.01, "latency_p50_ms": 1.5, "latency_p90_ms": 1.7, "params": 900,
+            "speedup_pct": 12.5, "param_reduction_pct": 10.0, "kept": json.dumps([[0, 1], [2]]),
+            "checkpoint": "/x", "ended_at": "2026-11-23T14:00:00+00:00"}
+
+
+def _search(tmp_path, uri=None):
+    d = tmp_path / "s"
+    (d / "ledger").mkdir(parents=True)
+    meta = {"name": "s", "experiment": "s", "tracking_uri": uri or default_tracking_uri(d)}
+    (d / "search.json").write_text(json.dumps(meta))
+    ledger.write_stage(d, {**_stage(0, 0.6), "rate": 0.0})
+    ledger.write_stage(d, _stage(1, 0.55))
+    ledger.write_trials(d, [_trial(1, 7, val=0.55, best=True), _trial(1, 42, status="failed")])
+    return d
+
+
+def _runs(uri):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("s")
+    return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def _snapshot(uri):
+    client, runs = _runs(uri)
+    out = {}
+    for r in runs:
+        key = r.data.tags[KEY_TAG]
+        hist = {m: sorted((x.step, x.value) for x in client.get_metric_history(r.info.run_id, m)) for m in r.data.metrics}
+        out[key] = (r.info.status, dict(r.data.params), hist, r.data.tags.get("mlflow.parentRunId"))
+    return out
+
+
+def test_sync_rebuilds_runs_from_the_ledger_and_twice_changes_nothing(tmp_path):
+    d = _search(tmp_path)
+    first = sync_search(d, delay=0)
+    assert first.runs_created == 5 and first.runs_found == 0  # search, 2 stages, 2 trials
+    snap = _snapshot(default_tracking_uri(d))
+    assert sorted(snap) == ["s", "s/stage-0", "s/stage-1", "s/stage-1/seed-42", "s/stage-1/seed-7"]
+    status, params, hist, parent = snap["s/stage-1/seed-7"]
+    assert status == "FINISHED" and params["seed"] == "7"
+    assert hist["final_val_metric"] == [(0, 0.55)] and hist["params"] == [(0, 900.0)]
+    assert parent == first.run_ids["s/stage-1"]
+    assert snap["s/stage-1/seed-42"][0] == "FAILED"
+    second = sync_search(d, delay=0)
+    assert second.runs_created == 0 and second.runs_found == 5 and second.metrics_logged == 0
+    assert _snapshot(default_tracking_uri(d)) == snap
+
+
+def test_failed_writes_are_queued_then_replayed_once(tmp_path):
+    d = _search(tmp_path)
+    uri = default_tracking_uri(d)
+    tracker = queueing_tracker(uri, outbox_path(d), attempts=2, delay=0)
+    exp = tracker.open_experiment("s")
+    run = tracker.run(exp, run_key("s", 1, "seed-7"), name="seed-7")
+    tracker.log_metrics(run, {"loss": 0.9}, step=1)  # MLflow up: logged, nothing queued
+    assert read_outbox(outbox_path(d)) == []
+    from mlflow.tracking import MlflowClient
+
+    tracker.client = MlflowClient(tracking_uri=_dead_uri())  # the server goes away mid-search
+    tracker.log_metrics(run, {"loss": 0.7, "val_metric": float("nan")}, step=2)
+    tracker.set_tags(run, {"s4op.note": "queued"})
+    tracker.finish(run, "FINISHED")
+    queued = read_outbox(outbox_path(d))
+    assert [r["op"] for r in queued] == ["metrics", "tags", "terminate"]
+    assert all(r["key"] == "s/stage-1/seed-7" and r["run_id"] == run for r in queued)
+    assert queued[0]["data"] == {"loss": 0.7} and queued[0]["step"] == 2
+    report = sync_search(d, delay=0)
+    assert report.outbox_applied == 3 and report.outbox_left == 0 and report.runs_found >= 1
+    assert not outbox_path(d).exists()
+    client, runs = _runs(uri)
+    mine = [r for r in runs if r.data.tags[KEY_TAG] == "s/stage-1/seed-7"]
+    assert len(mine) == 1 and mine[0].info.run_id == run  # found by key, not duplicated
+    assert sorted((m.step, m.value) for m in client.get_metric_history(run, "loss")) == [(1, 0.9), (2, 0.7)]
+    assert mine[0].data.tags["s4op.note"] == "queued"
+    again = sync_search(d, delay=0)
+    assert again.outbox_applied == 0 and again.runs_created == 0
+    assert sorted((m.step, m.value) for m in client.get_metric_history(run, "loss")) == [(1, 0.9), (2, 0.7)]
+
+
+def test_sync_with_server_down_fails_clearly_and_keeps_the_outbox(tmp_path):
+    d = _search(tmp_path, uri=_dead_uri())
+    enqueue(outbox_path(d), "metrics", key="s/stage-1/seed-7", run_id=None, data={"loss": 1.0}, step=1)
+    with pytest.raises(ConfigError, match="tracking URI 'http://127.0.0.1"):
+        sync_search(d, attempts=1, delay=0)
+    assert len(read_outbox(outbox_path(d))) == 1
+
+
+def test_torn_outbox_line_is_skipped(tmp_path):
+    path = tmp_path / "mlflow-outbox.jsonl"
+    enqueue(path, "tags", key="k", run_id="r", data={"a": "1"})
+    with open(path, "a") as f:
+        f.write('{"op": "metrics", "key": "k", "da')  # a kill mid-append
+    assert [r["data"] for r in read_outbox(path)] == [{"a": "1"}]
+
+
+def test_sync_refuses_a_folder_that_is_not_a_search(tmp_path):
+    with pytest.raises(SearchStateError, match="not a search folder"):
+        sync_search(tmp_path)
+
+
+def test_tracker_never_raises_and_queues_when_server_unreachable(tmp_path):
+    tracker = queueing_tracker(_dead_uri(), tmp_path / "out.jsonl", attempts=1, delay=0)
+    tracker._keys["r1"] = "s/stage-1"
+    tracker.log_params("r1", {"rate": 0.5})
+    tracker.log_metrics("r1", {"val_metric": 0.5})
+    assert [r["op"] for r in read_outbox(tmp_path / "out.jsonl")] == ["params", "metrics"]
+    assert isinstance(tracker, Tracker)
