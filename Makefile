@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: setup
-	$(S4OP) bench latency --preset listops-s4d --rates 0,0.5,0.9 --repeats 30
+	$(S4OP) search cpu-listops-s4d --storage $(DEMO_STORAGE) --name demo-$$(date -u +%Y%m%d-%H%M%S)
 
 test: setup
 	$(PY) -m pytest tests

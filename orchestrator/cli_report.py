@@ -298,7 +298,7 @@ def _default_length(search, row: dict) -> int | None:
 
 def export_search(search_dir: str | os.PathLike, rate: float, fmt: str, out: str | os.PathLike, *,
                   batch: int = 1, length: int | None = None, streaming: bool = False, threads: int = 1,
-                  repeats: int = 30, warmup: int = 5) -> dict:
+                  repeats: int = 30, warmup: int = 5, form: str = "auto") -> dict:
     """Export the selected model of `rate`; check it against eager PyTorch; time ONNX/TorchScript.
 
     Writes `out` and `out`.json (the record: source stage, checkpoint hash, shapes, max |diff|,
@@ -330,7 +330,7 @@ def export_search(search_dir: str | os.PathLike, rate: float, fmt: str, out: str
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        module = ex.streaming(model) if streaming else ex.deployable(model, length)
+        module = ex.streaming(model) if streaming else ex.deployable(model, length, form)
         inputs = ex.module_inputs(module, model, batch, length)
         record = {"search": search.name, "stage": int(row["stage"]), "rate": float(row["rate"]), "format": fmt,
                   "batch": batch, "checkpoint": str(folder), "checkpoint_sha256": row.get("checkpoint_sha256"),
@@ -407,13 +407,15 @@ def register(app: typer.Typer) -> None:
         length: Optional[int] = typer.Option(None, "--length", min=1, help="Fixed sequence length [default: the latency length]."),
         streaming: bool = typer.Option(False, "--streaming", help="Export the S4D step (recurrent) model."),
         threads: int = typer.Option(1, "--threads", min=1, help="Threads for the check and the latency."),
+        form: str = typer.Option("auto", "--form", help="Convolution form: auto (scan for unidirectional S4D, "
+                                 "else fft) | fft (cached kernel spectrum, DFT) | scan (chunked S4D scan, matmuls)."),
     ) -> None:
         """The selected model of one rate, compacted and kernel-cached, checked against PyTorch."""
         record = export_search(search_dir, rate, fmt, out, batch=batch, length=length, streaming=streaming,
-                               threads=threads)
+                               threads=threads, form=form)
         shape = f"batch {record['batch']}" + ("" if streaming else f", length {record['length']}")
-        typer.echo(f"exported stage {record['stage']} (rate {record['rate']:g}) as {fmt}"
-                   f"{' step model' if streaming else ''} ({shape}) to {out}; max |diff| vs PyTorch "
+        typer.echo(f"exported stage {record['stage']} (rate {record['rate']:g}) as {fmt} "
+                   f"{record['form']} form ({shape}) to {out}; max |diff| vs PyTorch "
                    f"{record['max_abs_diff']:.2e}")
         for name, lat in record.get("latency", {}).items():
             typer.echo(f"  {name}: p50 {lat['p50_ms']:.3f} ms, p90 {lat['p90_ms']:.3f} ms "

@@ -26,7 +26,7 @@ from pathlib import Path
 
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")  # a killed driver loses <= 1 s of Tune state
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 from orchestrator import ledger
@@ -210,14 +210,15 @@ def run_locked(search_dir: Path, cfg, meta: dict, *, address, view, num_cpus) ->
     try:
         ctx.splits, ctx.fingerprint = _prepare_data(cfg)
         tracker.set_tags(search_run, {"s4op.data_fingerprint": ctx.fingerprint})
+        done = set(ledger.completed_stages(search_dir))
+        recorded = {k: _stage_checkpoint(search_dir, k) for k in done}  # verified before anything runs
         ctx.ray = start_ray(address, num_cpus=num_cpus)
         view.start()
-        done = set(ledger.completed_stages(search_dir))
-        parent = _stage0(ctx) if 0 not in done else _stage_checkpoint(search_dir, 0)
+        parent = _stage0(ctx) if 0 not in done else recorded[0]
         baseline = parent
         for k, rate in enumerate(s.rates, start=1):
             if k in done:
-                parent = _stage_checkpoint(search_dir, k) if s.mode == "incremental" else baseline
+                parent = recorded[k] if s.mode == "incremental" else baseline
                 view.stage_skipped(k, rate)
                 continue
             best = _run_stage(ctx, k, float(rate), parent)
@@ -237,25 +238,26 @@ def run_locked(search_dir: Path, cfg, meta: dict, *, address, view, num_cpus) ->
 
 def _prepare_data(cfg):
     """Generate the task's data if the config says how and it is missing; load it; fingerprint."""
-    from workers.data import fingerprint, load_task
+    from orchestrator.baseline import prepare_data
 
-    data_dir = Path(cfg.task.data_dir)
-    gen = cfg.task.generate
-    if gen is not None and not (data_dir.exists() and any(data_dir.iterdir())):
-        from workers.data import generate_task
-
-        generate_task(cfg.task.name, data_dir, size={"train": gen.train, "val": gen.val, "test": gen.test},
-                      seed=gen.seed, options=dict(gen.options))
-    splits = load_task(cfg.task.name, data_dir, max_len=cfg.task.max_len, val_fraction=cfg.task.val_fraction)
-    return splits, fingerprint(data_dir)
+    return prepare_data(cfg)
 
 
 def _stage_checkpoint(search_dir: Path, stage: int) -> str:
+    """The checkpoint a completed stage recorded, after checking it is byte-identical (sha256)."""
+    from search_spaces.errors import CheckpointError
+    from workers.checkpoint import checkpoint_sha256
+
     stages = ledger.read_stages(search_dir)
     row = stages.loc[stages["stage"] == stage]
     if row.empty or not row.iloc[0]["checkpoint"]:
         raise SearchStateError(f"{ledger.stages_path(search_dir)}: stage {stage} has no checkpoint")
-    return str(row.iloc[0]["checkpoint"])
+    path, expected = str(row.iloc[0]["checkpoint"]), row.iloc[0]["checkpoint_sha256"]
+    actual = checkpoint_sha256(path)
+    if expected and actual != expected:
+        raise CheckpointError(f"checkpoint {path} was altered since stage {stage} recorded it (sha256 {actual[:12]} "
+                              f"!= ledger {str(expected)[:12]}); restore it or start a new search")
+    return path
 
 
 def _latency_of(ctx: SearchContext, models: dict[str, str]) -> dict[str, dict]:
@@ -263,7 +265,7 @@ def _latency_of(ctx: SearchContext, models: dict[str, str]) -> dict[str, dict]:
     from orchestrator.stage_latency import latency_examples, measure_stage
 
     lat = ctx.cfg.latency
-    examples = latency_examples(ctx.splits.test.x, list(lat.batch_sizes))
+    examples = latency_examples(ctx.splits.test.x, ctx.splits.test.lengths, list(lat.batch_sizes))
     measured = measure_stage(models, examples, lat.model_dump(mode="json"))
     first = int(lat.batch_sizes[0])
     return {key: by_batch[first] | {"all": by_batch} for key, by_batch in measured.items()}

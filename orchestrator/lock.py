@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import sys
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 from search_spaces.errors import SearchStateError
 
 LOCK_NAME = "search.lock"
+UNREADABLE_STALE_S = 10.0  # an empty/unreadable lock this old was left by a driver killed while writing it
 
 
 def lock_path(search_dir: str | os.PathLike) -> Path:
@@ -50,7 +52,7 @@ def read_lock(search_dir: str | os.PathLike) -> dict | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError):
-        return {"pid": -1, "host": "?", "started_at": "?"}
+        return {"pid": -1, "host": "?", "started_at": "?", "unreadable": True}
 
 
 @dataclass
@@ -107,6 +109,21 @@ def acquire_lock(search_dir: str | os.PathLike, *, log=None) -> SearchLock:
         owner = read_lock(search_dir)
         if owner is None:
             continue  # released between our two looks
+        if owner.get("unreadable"):
+            try:
+                age = time.time() - path.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if age < UNREADABLE_STALE_S:
+                raise SearchStateError(f"search {Path(search_dir)} is locked: {path} is being written by another "
+                                       "driver; try again in a few seconds")
+            log(f"s4op: taking over stale lock {path} (empty or unreadable for {age:.0f} s: its driver died "
+                "while writing it)")
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+            continue
         pid, owner_host = int(owner.get("pid", -1)), owner.get("host", "?")
         if owner_host == host and pid == os.getpid():
             return SearchLock(path, pid, host)

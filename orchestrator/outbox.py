@@ -106,26 +106,47 @@ class _Attempt:
         return result
 
 
-def queueing_tracker(tracking_uri: str, outbox: str | os.PathLike, **kwargs):
-    """A `tracking.Tracker` whose writes that fail after every retry are appended to `outbox`."""
-    from orchestrator.tracking import Tracker
+class _LookupFailed(Exception):
+    """MLflow could not be asked whether a run exists: creating one now could duplicate it."""
+
+
+def queueing_tracker(tracking_uri: str, outbox: str | os.PathLike, *, cooldown_s: float = 30.0, **kwargs):
+    """A `tracking.Tracker` for a live search whose writes never block the search for long:
+
+    - a write that fails after every retry is appended to `outbox` (replayed by `s4op sync-mlflow`);
+    - after such a failure, MLflow is not called for `cooldown_s` seconds: writes go straight to
+      the outbox (a server that is down costs one round of retries, not one per write);
+    - a run whose lookup by `s4op.key` failed is NOT created (that would duplicate it once the
+      server answers again); the ledger replay of `sync-mlflow` creates it later.
+    """
+    import time as _time
+
+    from orchestrator.tracking import KEY_TAG, Tracker
 
     class QueueingTracker(Tracker):
         def __init__(self):
             super().__init__(tracking_uri, **kwargs)
             self.outbox = Path(outbox)
+            self.cooldown_s = cooldown_s
             self._keys: dict[str, str] = {}
             self._pending: tuple | None = None
+            self._down_until = 0.0
 
         def _retry(self, fn, what):
             pending, self._pending = self._pending, None
             attempt = _Attempt(fn)
-            result = super()._retry(attempt, what)
-            if not attempt.ok and pending is not None:
+            if _time.monotonic() < self._down_until:
+                attempt.error = "MLflow marked down after a failed write"
+            else:
+                result = super()._retry(attempt, what)
+                if attempt.ok:
+                    return result
+                self._down_until = _time.monotonic() + self.cooldown_s
+            if pending is not None:
                 op, run_id, data, step = pending
                 enqueue(self.outbox, op, key=self._keys.get(run_id), run_id=run_id, data=data, step=step,
                         error=repr(attempt.error))
-            return result
+            return None
 
         def _write(self, op, run_id, data, step, call):
             self._pending = (op, run_id, data, step) if run_id else None
@@ -134,8 +155,20 @@ def queueing_tracker(tracking_uri: str, outbox: str | os.PathLike, **kwargs):
             finally:
                 self._pending = None
 
+        def find_run(self, experiment_id, key):
+            box = []
+            self._retry(lambda: box.append(self.client.search_runs(
+                [experiment_id], filter_string=f"tags.`{KEY_TAG}` = '{key}'", max_results=10)), f"search run {key}")
+            if not box:
+                raise _LookupFailed(key)
+            runs = sorted(box[0], key=lambda r: r.info.start_time or 0)
+            return runs[0].info.run_id if runs else None
+
         def run(self, experiment_id, key, **kw):
-            run_id = super().run(experiment_id, key, **kw)
+            try:
+                run_id = super().run(experiment_id, key, **kw)
+            except _LookupFailed:
+                return None
             if run_id:
                 self._keys[run_id] = key
             return run_id

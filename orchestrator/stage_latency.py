@@ -14,36 +14,40 @@ from typing import Mapping
 import numpy as np
 
 
-def latency_examples(x: np.ndarray, batch_sizes: list[int]) -> dict[int, np.ndarray]:
-    """Example inputs per batch size, cut (or tiled) from a split's inputs `x  # (n L ...)`."""
+def latency_examples(x: np.ndarray, lengths: np.ndarray, batch_sizes: list[int]) -> dict[int, tuple]:
+    """(x, lengths) per batch size, cut (or tiled) from a split: x (n L) or (n L C), lengths (n,)."""
     out = {}
     for batch in batch_sizes:
         reps = -(-int(batch) // len(x))
-        out[int(batch)] = np.concatenate([x] * reps)[: int(batch)].copy()  # (B L ...)
+        xb = np.concatenate([x] * reps)[: int(batch)].copy()  # (B L ...)
+        lb = np.concatenate([lengths] * reps)[: int(batch)].copy()  # (B,)
+        out[int(batch)] = (xb, lb)
     return out
 
 
-def measure_models(models: Mapping[str, str], examples: Mapping[int, np.ndarray], latency: Mapping) -> dict:
-    """{id: {batch: measure_latency dict}} for each checkpoint folder in `models` (runs here)."""
+def measure_models(models: Mapping[str, str], examples: Mapping[int, tuple], latency: Mapping) -> dict:
+    """{id: {batch: measure_latency dict}} for each checkpoint folder in `models` (runs here).
+
+    The models of a stage are timed interleaved (each round runs every model once), so a drift of
+    the machine during the measurement does not favour whichever model ran first.
+    """
     import torch
 
     from workers.checkpoint import load_checkpoint
-    from workers.latency import measure_latency
+    from workers.latency import measure_latency_interleaved
 
     device = str(latency.get("device", "cpu"))
     threads = int(latency.get("threads", 1))
     torch.set_num_threads(threads)
-    out = {}
-    for key, folder in models.items():
-        model, _ = load_checkpoint(folder)
-        model.eval()
-        out[key] = {}
-        for batch, x in examples.items():
-            example = torch.as_tensor(x)  # (B L) tokens or (B L C) reals
-            out[key][int(batch)] = dict(measure_latency(
-                model, example, repeats=int(latency.get("repeats", 30)), warmup=int(latency.get("warmup", 5)),
-                threads=threads, device=device))
-        del model
+    keys = list(models)
+    loaded = [load_checkpoint(models[key])[0].eval() for key in keys]
+    out: dict = {key: {} for key in keys}
+    for batch, (x, lengths) in examples.items():
+        example = (torch.as_tensor(x), torch.as_tensor(lengths))  # x (B L) tokens or (B L C); lengths (B,)
+        figures = measure_latency_interleaved([(m, example) for m in loaded], repeats=int(latency.get("repeats", 30)),
+                                              warmup=int(latency.get("warmup", 5)), threads=threads, device=device)
+        for key, fig in zip(keys, figures):
+            out[key][int(batch)] = dict(fig)
     return out
 
 
@@ -55,7 +59,7 @@ def whole_node_cpus() -> int:
     return max(cpus) if cpus and max(cpus) > 0 else 1
 
 
-def measure_stage(models: Mapping[str, str], examples: Mapping[int, np.ndarray], latency: Mapping) -> dict:
+def measure_stage(models: Mapping[str, str], examples: Mapping[int, tuple], latency: Mapping) -> dict:
     """Like `measure_models`, inside a Ray task holding a whole node (and a GPU on CUDA) if Ray runs."""
     if not models:
         return {}

@@ -19,6 +19,11 @@ from search_spaces.errors import ConfigError
 
 log = logging.getLogger("s4op.tracking")
 
+# MLflow's own HTTP retries back off for minutes; ours are shorter and never fail a trial.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+
 KEY_TAG = "s4op.key"
 PARENT_TAG = "mlflow.parentRunId"
 NAME_TAG = "mlflow.runName"

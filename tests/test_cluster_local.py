@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -102,9 +101,11 @@ def test_kill_node_is_immediate(tmp_path):
     proc = _sleeper_session()
     try:
         assert _wait_for(lambda: len(session_processes(proc.pid)) == 2)
-        kill_node(LocalNode("worker", 1, proc.pid, 1, "", 0.0))
-        assert _wait_for(lambda: session_processes(proc.pid) == [], timeout=3)
-        assert proc.wait(timeout=3) == -signal.SIGKILL
+        t0 = time.monotonic()
+        hit = kill_node(LocalNode("worker", 1, proc.pid, 1, "", 0.0))
+        assert len(hit) == 2 and session_processes(proc.pid) == []  # gone when it returns
+        assert time.monotonic() - t0 < 3
+        proc.wait(timeout=3)
     finally:
         stop_node(LocalNode("worker", 0, proc.pid, 1, "", 0.0), grace_s=0.5)
 

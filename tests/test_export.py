@@ -39,6 +39,27 @@ def test_deployable_matches_the_model_and_holds_no_kernel_generator(bidirectiona
     assert not any("kernel.log_dt" in k for k in module.state_dict())
 
 
+@pytest.mark.parametrize("L,disc,init,bypass", [(50, "zoh", "lin", "identity"), (64, "bilinear", "inv", "zero"),
+                                                  (300, "zoh", "legs", "identity")])
+def test_scan_form_equals_the_fft_convolution(L, disc, init, bypass):
+    torch.manual_seed(2)
+    spec = ModelSpec(kind="s4d", d_input=10, d_output=3, d_model=8, n_layers=2, d_state=16, disc=disc, init=init)
+    model = compact(S4Model(spec, bypass=bypass).eval(), [[0, 3, 5], list(range(8))], bypass=bypass)
+    u = torch.randn(2, 8, L)  # (B H L)
+    x = ex.example_input(model, 2, L)
+    with torch.no_grad():
+        for block in model.blocks:  # several chunks, a partial last chunk, and the doubling scan
+            torch.testing.assert_close(ex.ScanSSMConv(block.conv, L, T=16)(u), block.conv(u), atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(ex.deployable(model, L, "scan")(x).numpy(), model(x).numpy(), atol=1e-5)
+
+
+def test_auto_form_is_scan_only_for_unidirectional_s4d():
+    assert ex.deployable(_model(), 16, "auto").form == "scan"
+    assert ex.deployable(_model(bidirectional=True), 16, "auto").form == "fft"
+    with pytest.raises(ConfigError, match="unidirectional"):
+        ex.deployable(_model(bidirectional=True), 16, "scan")
+
+
 def test_deployable_of_a_masked_reference_equals_its_compaction():
     torch.manual_seed(1)
     spec = ModelSpec(kind="s4d", d_input=10, d_output=3, d_model=8, n_layers=2, d_state=4)
@@ -73,7 +94,7 @@ def test_streaming_refuses_a_bidirectional_model():
 def test_each_format_round_trips_within_tolerance(tmp_path, fmt):
     torch.set_num_threads(1)
     model = _model(input_kind="real")
-    module = ex.deployable(model, 40)
+    module = ex.deployable(model, 40, "auto")
     inputs = ex.module_inputs(module, model, 2, 40)
     path = ex.write_export(module, inputs, fmt, tmp_path / f"m.{fmt}", ex.describe(model, module))
     assert ex.max_abs_diff(path, fmt, model, module, inputs) <= 1e-4
@@ -81,7 +102,7 @@ def test_each_format_round_trips_within_tolerance(tmp_path, fmt):
 
 def test_safetensors_export_rebuilds_from_the_file_alone(tmp_path):
     model = _model(bypass="zero")
-    for module in (ex.deployable(model, 24), ex.streaming(model)):
+    for module in (ex.deployable(model, 24), ex.deployable(model, 24, "scan"), ex.streaming(model)):
         inputs = ex.module_inputs(module, model, 2, 24)
         path = ex.write_export(module, inputs, "safetensors", tmp_path / "m.safetensors", ex.describe(model, module))
         loaded = ex.load_safetensors_export(path)
@@ -96,14 +117,16 @@ def test_safetensors_export_rebuilds_from_the_file_alone(tmp_path):
         ex.load_safetensors_export(tmp_path / "bare.safetensors")
 
 
-def test_onnx_graph_has_dft_and_no_complex_tensors(tmp_path):
+@pytest.mark.parametrize("form", ["fft", "scan"])
+def test_onnx_graph_has_no_complex_tensors(tmp_path, form):
     model = _model()
-    module = ex.deployable(model, 32)
+    module = ex.deployable(model, 32, form)
     inputs = ex.module_inputs(module, model, 1, 32)
     path = ex.write_export(module, inputs, "onnx", tmp_path / "m.onnx", {"rate": 0.5})
     proto = onnx.load(str(path))
     ops = {node.op_type for node in proto.graph.node}
-    assert "DFT" in ops
+    assert ("DFT" in ops) == (form == "fft")
+    assert ex.max_abs_diff(path, "onnx", model, module, inputs) <= 1e-4
     complex_types = {onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128}
     assert not any(init.data_type in complex_types for init in proto.graph.initializer)
     assert json.loads({p.key: p.value for p in proto.metadata_props}["s4op"])["rate"] == 0.5

@@ -43,10 +43,16 @@ def _stage(stage, val):
             "checkpoint": "/x", "ended_at": "2026-11-23T14:00:00+00:00"}
 
 
-def _search(tmp_path, uri=None):
-    d = tmp_path / "s"
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One sqlite store for the module (creating one runs MLflow's migrations: seconds)."""
+    return default_tracking_uri(tmp_path_factory.mktemp("mlflow"))
+
+
+def _search(tmp_path, uri, name="s"):
+    d = tmp_path / name
     (d / "ledger").mkdir(parents=True)
-    meta = {"name": "s", "experiment": "s", "tracking_uri": uri or default_tracking_uri(d)}
+    meta = {"name": name, "experiment": name, "tracking_uri": uri}
     (d / "search.json").write_text(json.dumps(meta))
     ledger.write_stage(d, {**_stage(0, 0.6), "rate": 0.0})
     ledger.write_stage(d, _stage(1, 0.55))
@@ -54,16 +60,16 @@ def _search(tmp_path, uri=None):
     return d
 
 
-def _runs(uri):
+def _runs(uri, name="s"):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name("s")
+    exp = client.get_experiment_by_name(name)
     return client, client.search_runs([exp.experiment_id], max_results=1000)
 
 
-def _snapshot(uri):
-    client, runs = _runs(uri)
+def _snapshot(uri, name="s"):
+    client, runs = _runs(uri, name)
     out = {}
     for r in runs:
         key = r.data.tags[KEY_TAG]
@@ -72,11 +78,11 @@ def _snapshot(uri):
     return out
 
 
-def test_sync_rebuilds_runs_from_the_ledger_and_twice_changes_nothing(tmp_path):
-    d = _search(tmp_path)
+def test_sync_rebuilds_runs_from_the_ledger_and_twice_changes_nothing(tmp_path, store):
+    d = _search(tmp_path, store)
     first = sync_search(d, delay=0)
     assert first.runs_created == 5 and first.runs_found == 0  # search, 2 stages, 2 trials
-    snap = _snapshot(default_tracking_uri(d))
+    snap = _snapshot(store)
     assert sorted(snap) == ["s", "s/stage-0", "s/stage-1", "s/stage-1/seed-42", "s/stage-1/seed-7"]
     status, params, hist, parent = snap["s/stage-1/seed-7"]
     assert status == "FINISHED" and params["seed"] == "7"
@@ -85,15 +91,15 @@ def test_sync_rebuilds_runs_from_the_ledger_and_twice_changes_nothing(tmp_path):
     assert snap["s/stage-1/seed-42"][0] == "FAILED"
     second = sync_search(d, delay=0)
     assert second.runs_created == 0 and second.runs_found == 5 and second.metrics_logged == 0
-    assert _snapshot(default_tracking_uri(d)) == snap
+    assert _snapshot(store) == snap
 
 
-def test_failed_writes_are_queued_then_replayed_once(tmp_path):
-    d = _search(tmp_path)
-    uri = default_tracking_uri(d)
+def test_failed_writes_are_queued_then_replayed_once(tmp_path, store):
+    d = _search(tmp_path, store, "q")
+    uri = store
     tracker = queueing_tracker(uri, outbox_path(d), attempts=2, delay=0)
-    exp = tracker.open_experiment("s")
-    run = tracker.run(exp, run_key("s", 1, "seed-7"), name="seed-7")
+    exp = tracker.open_experiment("q")
+    run = tracker.run(exp, run_key("q", 1, "seed-7"), name="seed-7")
     tracker.log_metrics(run, {"loss": 0.9}, step=1)  # MLflow up: logged, nothing queued
     assert read_outbox(outbox_path(d)) == []
     from mlflow.tracking import MlflowClient
@@ -104,13 +110,13 @@ def test_failed_writes_are_queued_then_replayed_once(tmp_path):
     tracker.finish(run, "FINISHED")
     queued = read_outbox(outbox_path(d))
     assert [r["op"] for r in queued] == ["metrics", "tags", "terminate"]
-    assert all(r["key"] == "s/stage-1/seed-7" and r["run_id"] == run for r in queued)
+    assert all(r["key"] == "q/stage-1/seed-7" and r["run_id"] == run for r in queued)
     assert queued[0]["data"] == {"loss": 0.7} and queued[0]["step"] == 2
     report = sync_search(d, delay=0)
     assert report.outbox_applied == 3 and report.outbox_left == 0 and report.runs_found >= 1
     assert not outbox_path(d).exists()
-    client, runs = _runs(uri)
-    mine = [r for r in runs if r.data.tags[KEY_TAG] == "s/stage-1/seed-7"]
+    client, runs = _runs(uri, "q")
+    mine = [r for r in runs if r.data.tags[KEY_TAG] == "q/stage-1/seed-7"]
     assert len(mine) == 1 and mine[0].info.run_id == run  # found by key, not duplicated
     assert sorted((m.step, m.value) for m in client.get_metric_history(run, "loss")) == [(1, 0.9), (2, 0.7)]
     assert mine[0].data.tags["s4op.note"] == "queued"
@@ -120,7 +126,7 @@ def test_failed_writes_are_queued_then_replayed_once(tmp_path):
 
 
 def test_sync_with_server_down_fails_clearly_and_keeps_the_outbox(tmp_path):
-    d = _search(tmp_path, uri=_dead_uri())
+    d = _search(tmp_path, _dead_uri())
     enqueue(outbox_path(d), "metrics", key="s/stage-1/seed-7", run_id=None, data={"loss": 1.0}, step=1)
     with pytest.raises(ConfigError, match="tracking URI 'http://127.0.0.1"):
         sync_search(d, attempts=1, delay=0)
@@ -147,3 +153,52 @@ def test_tracker_never_raises_and_queues_when_server_unreachable(tmp_path):
     tracker.log_metrics("r1", {"val_metric": 0.5})
     assert [r["op"] for r in read_outbox(tmp_path / "out.jsonl")] == ["params", "metrics"]
     assert isinstance(tracker, Tracker)
+
+
+class _CountingClient:
+    """Wraps a client; every call fails while `down`, counting the attempts."""
+
+    def __init__(self, client):
+        self.client, self.down, self.calls = client, False, 0
+
+    def __getattr__(self, name):
+        real = getattr(self.client, name)
+
+        def call(*a, **k):
+            self.calls += 1
+            if self.down:
+                raise ConnectionError("server down")
+            return real(*a, **k)
+
+        return call
+
+
+def test_down_server_costs_one_round_of_retries_then_writes_go_straight_to_the_outbox(tmp_path, store):
+    d = _search(tmp_path, store, "c")
+    tracker = queueing_tracker(store, outbox_path(d), attempts=3, delay=0, cooldown_s=60)
+    exp = tracker.open_experiment("c")
+    run = tracker.run(exp, run_key("c", 1), name="stage-1")
+    tracker.client = client = _CountingClient(tracker.client)
+    client.down = True
+    for step in range(10):
+        tracker.log_metrics(run, {"loss": 1.0 / (step + 1)}, step=step)
+    assert client.calls == 3  # one round of 3 attempts, then the cooldown skips MLflow
+    assert [r["step"] for r in read_outbox(outbox_path(d))] == list(range(10))
+
+
+def test_a_failed_lookup_never_creates_a_duplicate_run(tmp_path, store):
+    d = _search(tmp_path, store, "l")
+    uri = store
+    tracker = queueing_tracker(uri, outbox_path(d), attempts=2, delay=0, cooldown_s=0)
+    exp = tracker.open_experiment("l")
+    first = tracker.run(exp, run_key("l", 2), name="stage-2")
+    real = tracker.client
+
+    class SearchFails(_CountingClient):
+        def search_runs(self, *a, **k):
+            raise ConnectionError("search endpoint erroring")
+
+    tracker.client = SearchFails(real)  # lookups fail, creates would succeed
+    assert tracker.run(exp, run_key("l", 2), name="stage-2") is None
+    runs = [r for r in _runs(uri, "l")[1] if r.data.tags[KEY_TAG] == "l/stage-2"]
+    assert [r.info.run_id for r in runs] == [first]

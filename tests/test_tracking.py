@@ -1,8 +1,10 @@
+import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestrator.tracking import KEY_TAG, PARENT_TAG, Tracker, default_tracking_uri, run_key, with_retry
 
 
+@pytest.mark.slow  # sqlite store creation (MLflow migrations) takes ~15 s on a loaded 2-core box
 def test_runs_are_found_not_duplicated_and_nested(tmp_path):
     uri = default_tracking_uri(tmp_path)
     assert uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
@@ -41,7 +43,9 @@ def test_tracking_failures_are_retried_then_swallowed():
     assert with_retry(lambda: 1 / 0, "x", attempts=2, delay=0.001) is None
 
 
-def test_unreachable_server_never_raises_from_logging(tmp_path):
+def test_unreachable_server_never_raises_from_logging(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     t = Tracker("http://127.0.0.1:9", attempts=1, delay=0.001)
     t.log_metrics("abc", {"loss": 1.0})
     t.set_tags("abc", {"k": "v"})

@@ -327,8 +327,10 @@ def write_export(module: nn.Module, inputs: tuple[torch.Tensor, ...], fmt: str, 
         tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
         save_file(tensors, str(tmp), metadata={"s4op": json.dumps(metadata, sort_keys=True)})
     elif fmt == "onnx":
+        import logging
         import warnings
 
+        logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)  # torchvision notes
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(module, inputs, dynamo=True, input_names=input_names(module),

@@ -40,7 +40,9 @@ def trial_name(config: dict) -> str:
     return tune.get_context().get_trial_id()
 
 
-def _record_start(stage_dir: Path, name: str, seed: int, resumed: bool, epoch: int) -> None:
+def _record_start(stage_dir: Path, name: str, seed: int, resumed: bool, epoch) -> None:
+    """One JSON line per trial start in `<stage>/starts.log` (from_epoch: epochs already done,
+    or "final" when Tune restarted a trial whose final result was already saved)."""
     stage_dir.mkdir(parents=True, exist_ok=True)
     line = json.dumps({"trial": name, "seed": seed, "resumed": resumed, "from_epoch": epoch,
                        "pid": os.getpid(), "at": _now()})
@@ -53,7 +55,8 @@ def _record_start(stage_dir: Path, name: str, seed: int, resumed: bool, epoch: i
 def choose_kept(model, ctx: dict, seed: int, alloc_base: float, length: int) -> list[list[int]]:
     """New kept channels per layer (original numbering) for this trial, a subset of the parent's."""
     from search_spaces.allocation import allocate
-    from search_spaces.selection import hinf_scores, select
+    from search_spaces.importance import energy_scores, hinf_scores
+    from search_spaces.selection import select
     from workers.pruning import kept_channels, ssm_responses
 
     search = ctx["config"]["search"]
@@ -63,11 +66,13 @@ def choose_kept(model, ctx: dict, seed: int, alloc_base: float, length: int) -> 
     counts = allocate(alloc["policy"], float(ctx["rate"]), n_layers, channels, base=float(alloc_base),
                       seed=seed, layer=alloc.get("layer"))
     kept = kept_channels(model)
-    policy = search["selection"]["policy"]
+    selection = search["selection"]
     scores = None
-    if policy != "random":
-        scores = [hinf_scores(K, D) for K, D in ssm_responses(model, length)]
-    return select(policy, counts, kept, seed=seed, scores=scores, channels=channels)
+    if selection["policy"] != "random":
+        score = hinf_scores if selection.get("score", "hinf") == "hinf" else energy_scores
+        scores = [score(K, D, length) for K, D in ssm_responses(model, length)]  # K (H_kept L), D (H_kept,)
+    return select(selection["policy"], counts, kept, seed=seed, channels=channels, scores=scores,
+                  candidates=float(selection.get("candidates", 2.0)))
 
 
 def _save_epoch_checkpoint(model, state, epoch: int, extra: dict):
@@ -122,7 +127,7 @@ def run_trial(config: dict) -> None:
                 model, _ = load_checkpoint(folder / "model")
                 if (folder / "train_state").exists():
                     resumed_state = TrainState.load(folder / "train_state")
-    _record_start(stage_dir, name, seed, checkpoint is not None, start_epoch)
+    _record_start(stage_dir, name, seed, checkpoint is not None, "final" if final is not None else start_epoch)
     if final is not None:  # finished before the restart: report the same result again
         tune.report(final)
         return

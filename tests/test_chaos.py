@@ -1,0 +1,126 @@
+"""Chaos: SIGKILL the driver (`s4op search` / `s4op resume`) at random moments of a tiny search,
+resume each time; the final ledger equals an uninterrupted run's, every trial appears once, and
+MLflow holds one run per search/stage/trial key. Then: an altered parent checkpoint is refused at
+resume naming the file, with nothing overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+
+import pytest
+
+from hardening_search import kill_tree, run, search_env, start, tiny_config
+
+KILLS = 5
+SEED = 20261123
+
+
+def _selections(search_dir):
+    from orchestrator import ledger
+
+    stages = ledger.read_stages(search_dir).sort_values("stage")
+    trials = ledger.read_trials(search_dir).sort_values(["stage", "trial_id"])
+    return ([(int(r.stage), r.rate, r.status, r.best_trial_id, r.kept, round(float(r.val_metric), 9))
+             for r in stages.itertuples()],
+            [(int(r.stage), r.trial_id, r.status, r.kept, round(float(r.val_metric), 9), bool(r.is_best))
+             for r in trials.itertuples()])
+
+
+def _mlflow_keys(search_dir):
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.driver import read_meta
+    from orchestrator.tracking import KEY_TAG
+
+    meta = read_meta(search_dir)
+    client = MlflowClient(tracking_uri=meta["tracking_uri"])
+    exp = client.get_experiment_by_name(meta["experiment"])
+    return [r.data.tags.get(KEY_TAG) for r in client.search_runs([exp.experiment_id], max_results=5000)]
+
+
+def _phase(search_dir) -> str:
+    from orchestrator import ledger
+
+    try:
+        done = ledger.completed_stages(search_dir)
+    except Exception:  # noqa: BLE001 - a folder being created
+        return "setup"
+    starts = sum(len(p.read_text().splitlines()) for p in search_dir.glob("stages/stage-*/starts.log"))
+    return f"stages done {done}, trial starts {starts}"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_driver_killed_five_times_resumes_to_the_same_ledger(tmp_path):
+    env = search_env(tmp_path)
+    cfg = tiny_config(tmp_path, "chaos")
+    log = tmp_path / "log.txt"
+    t0 = time.time()
+    assert run(["search", str(cfg), "--storage", str(tmp_path / "ref")], env, log) == 0, log.read_text()[-3000:]
+    t_ref = time.time() - t0
+    reference = _selections(tmp_path / "ref" / "chaos")
+
+    rng = random.Random(SEED)
+    storage = tmp_path / "killed"
+    search_dir = storage / "chaos"
+    kills, record = 0, []
+    args = ["search", str(cfg), "--storage", str(storage)]
+    while kills < KILLS:
+        proc = start(args, env, log)
+        delay = rng.uniform(3.0, max(6.0, 0.7 * t_ref))
+        try:
+            proc.wait(timeout=delay)
+            finished = True
+        except Exception:  # noqa: BLE001 - still running: the moment to kill it
+            finished = False
+        if finished:
+            assert proc.returncode == 0, log.read_text()[-3000:]
+            break
+        phase = _phase(search_dir)
+        extra = kill_tree(proc, env)
+        kills += 1
+        record.append({"kill": kills, "after_s": round(delay, 1), "phase": phase, "ray_processes_killed": extra})
+        if (search_dir / "config.yaml").exists():
+            args = ["resume", str(search_dir)]
+        else:  # killed while creating the folder: the search never started
+            import shutil
+
+            shutil.rmtree(search_dir, ignore_errors=True)
+    if kills == KILLS:
+        assert run(["resume", str(search_dir)], env, log) == 0, log.read_text()[-3000:]
+    (tmp_path.parent / "chaos-record.json").write_text(json.dumps({"t_ref_s": t_ref, "kills": record}, indent=1))
+    print(json.dumps(record, indent=1))
+
+    assert kills == KILLS, record
+    stages, trials = _selections(search_dir)
+    assert (stages, trials) == reference
+    assert len({(t[0], t[1]) for t in trials}) == len(trials) == 2 * 2  # every trial once
+    assert not (search_dir / "search.lock").exists()
+
+    assert run(["sync-mlflow", str(search_dir)], env, log) == 0, log.read_text()[-3000:]
+    keys = _mlflow_keys(search_dir)
+    assert len(keys) == len(set(keys)), sorted(keys)  # no MLflow duplicates
+    expected = {"chaos", *(f"chaos/stage-{s[0]}" for s in stages), *(f"chaos/stage-{t[0]}/{t[1]}" for t in trials)}
+    assert expected <= set(keys)
+
+    # an altered parent (stage 1's best) is refused at resume, naming the file; nothing overwritten
+    from orchestrator import ledger
+
+    stage_rows = ledger.read_stages(search_dir)
+    ledger.write_stage(search_dir, {**stage_rows.loc[stage_rows["stage"] == 2].iloc[0].to_dict(),
+                                    "status": "failed"})  # stage 2 must run again, from stage 1's best
+    best1 = search_dir / "stages" / "stage-1" / "best" / "model.json"
+    altered = best1.read_text().replace('"task":', '"task" :')
+    best1.write_text(altered)
+    before = {p: p.stat().st_mtime_ns for p in search_dir.rglob("*") if p.is_file()}
+    proc_log = tmp_path / "altered.txt"
+    assert run(["resume", str(search_dir)], env, proc_log) == 2
+    lines = [x for x in proc_log.read_text().splitlines() if x.startswith("s4op: error:")]
+    assert lines and "stages/stage-1/best" in lines[-1] and "altered" in lines[-1], proc_log.read_text()[-2000:]
+    assert best1.read_text() == altered
+    changed = [p for p, m in before.items() if p.exists() and p.stat().st_mtime_ns != m
+               and "mlflow" not in p.name and p.suffix != ".log"]
+    assert changed == [], changed
