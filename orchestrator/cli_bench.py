@@ -66,7 +66,8 @@ def print_tables(result: dict) -> None:
     console = Console(width=170)
     m = result["machine"]
     console.print(f"s4op bench latency: {result['preset']} on {m['processor']} ({m['cpu_count']} cores), "
-                  f"threads={m['threads']}, device={m['device']}, torch {m['torch']}, {m['date']}")
+                  f"threads={m['threads']}, device={m['device']}, torch {m['torch']}, {m['date']}, "
+                  f"load average (1 min) {m['loadavg_1m']} -> {m['loadavg_1m_end']}")
     parts = Table(title="Dense model: fixed parts vs SSM convolution (wall p50 | process CPU p50 | wall min)")
     for col in ("kernel", "batch", "length", "total ms", "fixed ms", "SSM ms", "SSM share",
                 "cpu total", "cpu fixed", "cpu SSM", "min total", "min fixed", "min SSM"):

@@ -159,6 +159,7 @@ class SearchContext:
     fingerprint: str = ""
     view: object = None
     ray: RayHandle | None = None
+    address: str | None = "local"
     stage_seconds: list = field(default_factory=list)
 
 
@@ -206,7 +207,8 @@ def run_locked(search_dir: Path, cfg, meta: dict, *, address, view, num_cpus) ->
         "selection.policy": s.selection.policy, "bypass": s.bypass, "finetune.epochs": s.finetune.epochs,
         "finetune.lr": s.finetune.lr})
     view = view or SearchView(n_stages=len(s.rates), search=name)
-    ctx = SearchContext(search_dir, cfg, name, meta["tracking_uri"], tracker, experiment_id, search_run, view=view)
+    ctx = SearchContext(search_dir, cfg, name, meta["tracking_uri"], tracker, experiment_id, search_run, view=view,
+                        address=address)
     try:
         ctx.splits, ctx.fingerprint = _prepare_data(cfg)
         tracker.set_tags(search_run, {"s4op.data_fingerprint": ctx.fingerprint})
@@ -266,7 +268,8 @@ def _latency_of(ctx: SearchContext, models: dict[str, str]) -> dict[str, dict]:
 
     lat = ctx.cfg.latency
     examples = latency_examples(ctx.splits.test.x, ctx.splits.test.lengths, list(lat.batch_sizes))
-    measured = measure_stage(models, examples, lat.model_dump(mode="json"))
+    embedded = ctx.ray is None or (ctx.ray.started_here and ctx.address in (None, "", "local"))
+    measured = measure_stage(models, examples, lat.model_dump(mode="json"), in_process=embedded and lat.device == "cpu")
     first = int(lat.batch_sizes[0])
     return {key: by_batch[first] | {"all": by_batch} for key, by_batch in measured.items()}
 

@@ -13,6 +13,7 @@ returned (a resumed search never duplicates versions).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tempfile
@@ -41,7 +42,13 @@ def rate_alias(rate: float) -> str:
 
 
 class CheckpointModel(mlflow.pyfunc.PythonModel):
-    """pyfunc wrapper around an s4op checkpoint folder (artifact `checkpoint`)."""
+    """pyfunc wrapper around an s4op checkpoint folder (artifact `checkpoint`).
+
+    `predict` has no type hints on purpose (the model checks its input itself), and
+    `_skip_type_hint_validation` keeps MLflow from wrapping it and warning about their absence.
+    """
+
+    _skip_type_hint_validation = True
 
     def load_context(self, context) -> None:
         import torch
@@ -89,10 +96,16 @@ def _existing_version(client: MlflowClient, name: str, stage: int, sha256: str):
     return None
 
 
-def _stage_run(client: MlflowClient, search_name: str, stage: int) -> str:
+def _stage_run(client: MlflowClient, tracking_uri: str, search_name: str, stage: int) -> str:
     """A run to hold the artifact when the caller has none: found-or-created by tag."""
     experiment = client.get_experiment_by_name(search_name)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(search_name)
+    if experiment is not None:
+        experiment_id = experiment.experiment_id
+    else:  # artifacts beside a sqlite store (as the driver does), never in the current directory
+        location = None
+        if tracking_uri.startswith("sqlite:///"):
+            location = (Path(tracking_uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
+        experiment_id = client.create_experiment(search_name, artifact_location=location)
     key = f"{search_name}/registry/stage-{stage}"
     found = client.search_runs([experiment_id], filter_string=f"tags.`s4op.key` = '{key}'", max_results=1)
     if found:
@@ -119,16 +132,22 @@ def register_stage_best(tracking_uri: str, search_name: str, stage: int, rate: f
     _ensure_model(client, name, search_name)
     version = _existing_version(client, name, stage, sha256)
     if version is None:
-        run_id = run_id or _stage_run(client, search_name, stage)
+        run_id = run_id or _stage_run(client, tracking_uri, search_name, stage)
         artifact_path = f"{ARTIFACT_DIR}/stage-{stage}"
         with tempfile.TemporaryDirectory(prefix="s4op-registry-") as tmp:
             local = Path(tmp) / "model"
             import torch
 
-            mlflow.pyfunc.save_model(
-                str(local), python_model=CheckpointModel(), artifacts={"checkpoint": str(checkpoint_dir)},
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "safetensors", "numpy"],
-                metadata={"s4op.search": search_name, "s4op.stage": stage, "s4op.rate": float(rate)})
+            quiet = logging.getLogger("mlflow.pyfunc")
+            level = quiet.level
+            quiet.setLevel(logging.ERROR)  # the note on pickling: only this small wrapper is pickled
+            try:
+                mlflow.pyfunc.save_model(
+                    str(local), python_model=CheckpointModel(), artifacts={"checkpoint": str(checkpoint_dir)},
+                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "safetensors", "numpy"],
+                    metadata={"s4op.search": search_name, "s4op.stage": stage, "s4op.rate": float(rate)})
+            finally:
+                quiet.setLevel(level)
             client.log_artifacts(run_id, str(local), artifact_path)
         source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
         version = client.create_model_version(

@@ -38,7 +38,6 @@ def measure_models(models: Mapping[str, str], examples: Mapping[int, tuple], lat
 
     device = str(latency.get("device", "cpu"))
     threads = int(latency.get("threads", 1))
-    torch.set_num_threads(threads)
     keys = list(models)
     loaded = [load_checkpoint(models[key])[0].eval() for key in keys]
     out: dict = {key: {} for key in keys}
@@ -59,15 +58,20 @@ def whole_node_cpus() -> int:
     return max(cpus) if cpus and max(cpus) > 0 else 1
 
 
-def measure_stage(models: Mapping[str, str], examples: Mapping[int, tuple], latency: Mapping) -> dict:
-    """Like `measure_models`, inside a Ray task holding a whole node (and a GPU on CUDA) if Ray runs."""
+def measure_stage(models: Mapping[str, str], examples: Mapping[int, tuple], latency: Mapping, *,
+                  in_process: bool = False) -> dict:
+    """Like `measure_models`, inside a Ray task holding a whole node (and a GPU on CUDA) if Ray runs.
+
+    in_process: measure in this process instead (the embedded single-node case: the stage's trials
+    have finished, so the driver already has the machine to itself and skips a worker start).
+    """
     if not models:
         return {}
     try:
         import ray
     except ImportError:  # pragma: no cover
         return measure_models(models, examples, latency)
-    if not ray.is_initialized():
+    if not ray.is_initialized() or in_process:
         return measure_models(models, examples, latency)
     gpus = 1 if str(latency.get("device", "cpu")).startswith("cuda") else 0
     task = ray.remote(num_cpus=whole_node_cpus(), num_gpus=gpus, max_retries=2)(measure_models)

@@ -47,8 +47,7 @@ def search_env(tmp: Path, **extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "S4OP_FAIL"))}
     ray_tmp = Path(tempfile.mkdtemp(prefix="s4r", dir="/tmp"))  # Ray's socket paths must stay < 108 bytes
     env.update(S4OP_NUM_CPUS="2", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", RAY_TMPDIR=str(ray_tmp),
-               MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5", PYTHONUNBUFFERED="1",
-               RAY_AUTH_MODE="disabled")
+               MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5", PYTHONUNBUFFERED="1")
     env.update(extra)
     return env
 

@@ -156,6 +156,23 @@ def _checkpoint_epochs(stage_dir: Path, seed: int) -> list[int]:
     return sorted(_checkpoint_times(stage_dir, seed))
 
 
+def _snapshot_epochs(stage_dir: Path) -> dict[int, int]:
+    """{seed: last epoch} as recorded in Tune's newest experiment snapshot: what a restore
+    (after the driver dies) or a trial restart would start from. Empty while none is readable."""
+    try:
+        snapshots = sorted(stage_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+        if not snapshots:
+            return {}
+        trial_data = json.loads(snapshots[-1].read_text())["trial_data"]
+        epochs = {}
+        for static, runtime in trial_data:
+            last = json.loads(runtime).get("last_result") or {}
+            epochs[int(json.loads(static)["evaluated_params"]["seed"])] = int(last.get("epoch") or 0)
+        return epochs
+    except (OSError, ValueError, KeyError, TypeError):  # being rewritten: try again
+        return {}
+
+
 def _wait(pred, timeout: float, what: str, driver: Driver, poll: float = 0.1):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -206,11 +223,12 @@ def test_killing_a_worker_node_mid_trial_resumes_the_trial_elsewhere(cluster, dr
     stage_dir = storage / "node-loss" / "stages" / "stage-1"
     workers = {n.pid: n for n in state.workers}
 
-    # the first trial that has persisted an epoch checkpoint and still has epochs to go
+    # a running trial whose epoch checkpoint the driver has recorded, with epochs still to go
     def victim():
+        snap = _snapshot_epochs(stage_dir)
         for start in _starts(stage_dir):
             done = _checkpoint_epochs(stage_dir, start["seed"])
-            if done and max(done) < EPOCHS - 1:
+            if snap.get(start["seed"], 0) >= 1 and done and max(done) < EPOCHS - 1:
                 return start, max(done)
         return None
 
@@ -271,11 +289,15 @@ def test_killed_driver_is_resumed_against_the_same_cluster(cluster, drivers, tmp
     stage_dir = search_dir / "stages" / "stage-1"
 
     def every_trial_checkpointed_and_unfinished():
+        # the driver's snapshot must know each trial's checkpoint (it lags the files a little:
+        # a driver killed before that restarts the trial from scratch, correctly but slower)
+        snap = _snapshot_epochs(stage_dir)
         done = [_checkpoint_epochs(stage_dir, seed) for seed in seeds]
-        return all(done) and all(max(d) < EPOCHS - 1 for d in done)
+        return (len(snap) == len(seeds) and min(snap.values()) >= 1
+                and all(done) and all(max(d) < EPOCHS - 1 for d in done))
 
-    _wait(every_trial_checkpointed_and_unfinished, 200, "stage-1 epoch checkpoints", driver)
-    time.sleep(0.3)  # Tune snapshots its experiment state on each checkpoint
+    _wait(every_trial_checkpointed_and_unfinished, 200, "stage-1 checkpoints in Tune's snapshot",
+          driver, poll=0.05)
     driver.kill()
 
     resume = Driver(["resume", str(search_dir), "--address", "auto"], env, tmp_path / "resume.log")

@@ -20,13 +20,21 @@ def _model(seed: int) -> S4Model:
     return S4Model(spec).eval()
 
 
+@pytest.fixture(scope="module")
+def shared_store(tmp_path_factory):
+    """One sqlite store for the module (creating its tables takes seconds)."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    MlflowClient(tracking_uri=uri).create_experiment("demo", artifact_location=(folder / "artifacts").as_uri())
+    return uri
+
+
 @pytest.fixture()
-def store(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri)
-    experiment = client.create_experiment("demo", artifact_location=(tmp_path / "artifacts").as_uri())
-    run_id = client.create_run(experiment).info.run_id
-    return uri, run_id
+def store(shared_store, request):
+    """(uri, run id, search name): a fresh run and a search name of the test's own."""
+    client = MlflowClient(tracking_uri=shared_store)
+    run_id = client.create_run(client.get_experiment_by_name("demo").experiment_id).info.run_id
+    return shared_store, run_id, f"demo-{request.node.name.split('[')[0][5:]}"
 
 
 def test_rate_alias_names_the_percent():
@@ -37,41 +45,51 @@ def test_rate_alias_names_the_percent():
 
 
 def test_register_then_load_by_alias_and_predict(tmp_path, store):
-    uri, run_id = store
+    uri, run_id, search = store
     dense = _model(0)
     pruned = compact(dense, [[0, 2, 5], [1, 7]])
     save_checkpoint(dense, tmp_path / "baseline")
     save_checkpoint(pruned, tmp_path / "stage-1")
-    v0 = register_stage_best(uri, "demo", 0, 0.0, tmp_path / "baseline", run_id)
-    v1 = register_stage_best(uri, "demo", 1, 0.5, tmp_path / "stage-1", run_id)
+    v0 = register_stage_best(uri, search, 0, 0.0, tmp_path / "baseline", run_id)
+    v1 = register_stage_best(uri, search, 1, 0.5, tmp_path / "stage-1", run_id)
     assert v0 != v1
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    name = registered_model_name("demo")
+    name = registered_model_name(search)
     assert str(client.get_model_version_by_alias(name, "rate-50").version) == v1
     assert str(client.get_model_version_by_alias(name, "rate-0").version) == v0
 
     x = np.random.default_rng(0).integers(1, 10, size=(4, 16)).astype(np.int64)  # (B L)
-    loaded = load_registered(uri, "demo", 0.5)
+    loaded = load_registered(uri, search, 0.5)
     with torch.no_grad():
         expected = pruned(torch.from_numpy(x)).numpy()  # (B d_output)
     got = loaded.predict(x)
     assert got.shape == (4, 3)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     # the dense version is a different model
-    assert not np.allclose(load_registered(uri, "demo", 0.0).predict(x), got)
+    assert not np.allclose(load_registered(uri, search, 0.0).predict(x), got)
 
 
 def test_registering_again_returns_the_same_version(tmp_path, store):
-    uri, run_id = store
+    uri, run_id, search = store
     save_checkpoint(_model(1), tmp_path / "ck")
-    first = register_stage_best(uri, "demo", 2, 0.7, tmp_path / "ck", run_id)
-    again = register_stage_best(uri, "demo", 2, 0.7, tmp_path / "ck", run_id)
+    first = register_stage_best(uri, search, 2, 0.7, tmp_path / "ck", run_id)
+    again = register_stage_best(uri, search, 2, 0.7, tmp_path / "ck", run_id)
     assert first == again
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    assert len(client.search_model_versions(f"name='{registered_model_name('demo')}'")) == 1
+    assert len(client.search_model_versions(f"name='{registered_model_name(search)}'")) == 1
 
 
-def test_not_a_checkpoint_folder_is_a_checkpoint_error(tmp_path, store):
-    uri, run_id = store
+def test_without_a_run_id_a_registry_run_is_found_or_created(tmp_path, store):
+    uri, _, search = store
+    save_checkpoint(_model(2), tmp_path / "ck")
+    version = register_stage_best(uri, search, 1, 0.3, tmp_path / "ck", None)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    mv = client.get_model_version_by_alias(registered_model_name(search), "rate-30")
+    assert str(mv.version) == version
+    assert client.get_run(mv.run_id).data.tags["s4op.key"] == f"{search}/registry/stage-1"
+
+
+def test_not_a_checkpoint_folder_is_a_checkpoint_error(tmp_path):
     with pytest.raises(CheckpointError, match="model.json"):
-        register_stage_best(uri, "demo", 1, 0.5, tmp_path / "nothing", run_id)
+        register_stage_best(f"sqlite:///{tmp_path / 'unused.db'}", "demo", 1, 0.5, tmp_path / "nothing", "run")
+    assert not (tmp_path / "unused.db").exists()

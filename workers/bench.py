@@ -171,7 +171,15 @@ def machine_info(threads: int, device: str) -> dict:
         "threads": threads, "device": device,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "cuda": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
+        "loadavg_1m": _loadavg(),  # other tenants' load: > threads means the timings are contended
     }
+
+
+def _loadavg() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:  # pragma: no cover - platforms without getloadavg
+        return None
 
 
 # ---- the bench ---------------------------------------------------------------------------------
@@ -203,6 +211,7 @@ def run_latency_bench(preset: str = "listops-s4d", *, rates=DEFAULT_RATES, batch
             raise ConfigError(f"--kernel: got {k!r}, expected a comma-separated subset of {','.join(KERNEL_MODES)}")
     L = bench.length if length is None else check_count("--length", length, 1)
     say = progress or (lambda msg: None)
+    machine = machine_info(threads, device)
     dense = dense_model(bench, seed)
     H, n = bench.spec.d_model, bench.spec.n_layers
     models = {}  # (rate, bypass) -> (model, kept fraction, params)
@@ -250,7 +259,8 @@ def run_latency_bench(preset: str = "listops-s4d", *, rates=DEFAULT_RATES, batch
                         row[f"{prefix}ratio_to_dense"] = result[f"{c}_ms"] / total[f"{c}_ms"]
                     rows.append(row)
     dense.set_kernel_mode("cached")
-    return {"machine": machine_info(threads, device), "preset": preset, "breakdown": breakdown,
+    machine["loadavg_1m_end"] = _loadavg()
+    return {"machine": machine, "preset": preset, "breakdown": breakdown,
             "rows": rows, "targets": {clock: targets(rows, clock) for clock in ("wall", "cpu", "min")}}
 
 
