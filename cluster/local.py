@@ -44,6 +44,7 @@ class LocalNode:
     cpus: float
     log: str
     started_at: float
+    start_ticks: int | None = None  # kernel start time of the pid: guards against PID reuse
 
 
 @dataclass
@@ -138,9 +139,29 @@ def session_processes(sid: int) -> list[int]:
     return sorted(pids)
 
 
+def start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            stat = fh.read()
+        return int(stat[stat.rindex(")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def node_processes(node: LocalNode) -> list[int]:
+    """Live pids of the node's session. Linux does not reuse a PID while it names a live session,
+    so members of session `node.pid` are ours, unless the leader itself is a different process
+    that got the recorded PID after all of ours had gone (its start time gives it away)."""
+    leader = start_ticks(node.pid)
+    if leader is not None and node.start_ticks is not None and leader != node.start_ticks:
+        return []
+    return session_processes(node.pid)
+
+
 def node_alive(node: LocalNode) -> bool:
     """True while any process of the node's session is running."""
-    return bool(session_processes(node.pid))
+    return bool(node_processes(node))
 
 
 def _reap(pid: int) -> None:
@@ -155,7 +176,7 @@ def _reap(pid: int) -> None:
 def kill_node(node: LocalNode, sig: int = signal.SIGKILL, wait_s: float = 5.0) -> list[int]:
     """Send `sig` to every process of the node's session (a hard node loss with SIGKILL) and wait
     up to `wait_s` for them to be gone. Returns the pids signalled."""
-    hit = session_processes(node.pid)
+    hit = node_processes(node)
     for pid in hit:
         try:
             os.kill(pid, sig)
@@ -164,7 +185,7 @@ def kill_node(node: LocalNode, sig: int = signal.SIGKILL, wait_s: float = 5.0) -
     deadline = time.monotonic() + wait_s
     while True:
         _reap(node.pid)
-        if not session_processes(node.pid) or time.monotonic() >= deadline:
+        if not node_processes(node) or time.monotonic() >= deadline:
             return hit
         time.sleep(0.02)
 
@@ -172,7 +193,7 @@ def kill_node(node: LocalNode, sig: int = signal.SIGKILL, wait_s: float = 5.0) -
 def stop_node(node: LocalNode, grace_s: float = 3.0) -> list[int]:
     """SIGTERM the node's process group, wait up to `grace_s`, then SIGKILL what is left of its
     session. Returns the pids that were running when the stop began."""
-    hit = session_processes(node.pid)
+    hit = node_processes(node)
     if not hit:
         _reap(node.pid)
         return []
@@ -183,7 +204,7 @@ def stop_node(node: LocalNode, grace_s: float = 3.0) -> list[int]:
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
         _reap(node.pid)
-        if not session_processes(node.pid):
+        if not node_processes(node):
             return hit
         time.sleep(0.1)
     kill_node(node, signal.SIGKILL)
@@ -328,7 +349,8 @@ def start_local_cluster(
              "--ray-client-server-port", str(free_port()), *common],
             node_env, head_log,
         )
-        state.nodes.append(LocalNode("head", 0, head.pid, head_cpus, str(head_log), time.time()))
+        state.nodes.append(LocalNode("head", 0, head.pid, head_cpus, str(head_log), time.time(),
+                                     start_ticks(head.pid)))
         save_state(state, state_path)  # recorded before waiting: `down` can always find it
         _wait_started(head, head_log, deadline)
         for index in range(1, workers + 1):
@@ -342,7 +364,8 @@ def start_local_cluster(
                      "--num-gpus", "0", *common],
                     node_env, log,
                 )
-                node = LocalNode("worker", index, proc.pid, cpus_per_worker, str(log), time.time())
+                node = LocalNode("worker", index, proc.pid, cpus_per_worker, str(log), time.time(),
+                                 start_ticks(proc.pid))
                 state.nodes.append(node)
                 save_state(state, state_path)
                 try:
@@ -392,7 +415,7 @@ def add_worker_node(
          "--disable-usage-stats", "--block"],
         node_env, log,
     )
-    node = LocalNode("worker", index, proc.pid, cpus, str(log), time.time())
+    node = LocalNode("worker", index, proc.pid, cpus, str(log), time.time(), start_ticks(proc.pid))
     state.nodes.append(node)
     save_state(state, state_path)
     _wait_started(proc, log, time.monotonic() + timeout_s)
@@ -426,7 +449,7 @@ def stop_local_cluster(
     stopped = {}
     for node in sorted(state.nodes, key=lambda n: n.role == "head"):
         stopped[node.pid] = stop_node(node, grace_s=grace_s)
-    left = {node.pid: session_processes(node.pid) for node in state.nodes}
+    left = {node.pid: node_processes(node) for node in state.nodes}
     left = {pid: rest for pid, rest in left.items() if rest}
     if left:
         raise SearchStateError(f"local cluster processes survived SIGKILL: {left}")
@@ -442,7 +465,7 @@ def local_cluster_status(state_path: str | Path | None = None) -> list[dict]:
         return []
     rows = []
     for node in state.nodes:
-        procs = session_processes(node.pid)
+        procs = node_processes(node)
         rows.append(
             {"role": node.role, "index": node.index, "pid": node.pid, "cpus": node.cpus,
              "alive": bool(procs), "processes": len(procs), "log": node.log}

@@ -159,6 +159,10 @@ def _fmt(value, spec: str) -> str:
     return format(float(value), spec) if _finite(value) else "-"
 
 
+def _negated(value):
+    return 0.0 - float(value) if _finite(value) else None  # 0.0 - x: no "-0.0" for the dense row
+
+
 def display_table(table: pd.DataFrame) -> pd.DataFrame:
     """Table II as strings, the paper's way: metric in %, latency ms (speedup %), params (reduction %)."""
     metric_name = str(table["metric_name"].dropna().iloc[0]) if table["metric_name"].notna().any() else "metric"
@@ -166,12 +170,13 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
     head = f"{source} {metric_name} %"
     rows = []
     for r in table.itertuples(index=False):
+        latency_change = _fmt(_negated(r.speedup_pct), "+.1f")  # the paper's "(-65.0 %)": latency change
+        params_change = _fmt(_negated(r.param_reduction_pct), "+.1f")
         rows.append({
             "rate": f"{r.rate * 100:.0f} %",
             head: _fmt(r.metric * 100 if _finite(r.metric) else None, ".2f"),
-            "latency ms (speedup)": f"{_fmt(r.latency_ms, '.2f')} ({_fmt(0.0 - r.speedup_pct if _finite(r.speedup_pct) else None, '+.1f')} %)",
-            "params (reduction)": (f"{int(r.params):,} ({_fmt(0.0 - r.param_reduction_pct if _finite(r.param_reduction_pct) else None, '+.1f')} %)"
-                                   if _finite(r.params) else "-"),
+            "latency ms (speedup)": f"{_fmt(r.latency_ms, '.2f')} ({latency_change} %)",
+            "params (reduction)": f"{int(r.params):,} ({params_change} %)" if _finite(r.params) else "-",
             "seed": "-" if not _finite(r.best_seed) else str(int(r.best_seed)),
             "min / median / max %": " / ".join(_fmt(v * 100 if _finite(v) else None, ".2f")
                                                for v in (r.metric_min, r.metric_median, r.metric_max)),

@@ -18,9 +18,11 @@ from cluster.local import (
     kill_node,
     load_state,
     local_cluster_status,
+    node_processes,
     save_state,
     session_processes,
     start_local_cluster,
+    start_ticks,
     stop_local_cluster,
     stop_node,
 )
@@ -210,3 +212,19 @@ def test_local_cluster_up_sees_two_nodes_and_down_leaves_nothing(tmp_path):
         stop_local_cluster(path)
     assert _ray_daemons_of(sessions) == []
     assert not path.exists() and not os.path.exists(state.temp_dir)
+
+
+def test_a_recorded_pid_now_used_by_another_process_is_left_alone(tmp_path):
+    """After a reboot or PID wrap-around the recorded PID may lead someone else's session."""
+    proc = _sleeper_session()
+    try:
+        assert _wait_for(lambda: len(session_processes(proc.pid)) == 2)
+        ticks = start_ticks(proc.pid)
+        stranger = LocalNode("worker", 1, proc.pid, 1, "", 0.0, start_ticks=ticks + 1)
+        assert node_processes(stranger) == [] and stop_node(stranger, grace_s=0.5) == []
+        assert len(session_processes(proc.pid)) == 2  # untouched
+        ours = LocalNode("worker", 1, proc.pid, 1, "", 0.0, start_ticks=ticks)
+        assert len(stop_node(ours, grace_s=1.0)) == 2 and session_processes(proc.pid) == []
+    finally:
+        stop_node(LocalNode("worker", 0, proc.pid, 1, "", 0.0), grace_s=0.5)
+        proc.wait(timeout=5)

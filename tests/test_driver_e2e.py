@@ -74,7 +74,10 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, data_
         while not starts(search_dir, 2) and time.time() < deadline and proc.poll() is None:
             time.sleep(0.5)
         assert starts(search_dir, 2), "stage 2 never started"
-        time.sleep(2.0)
+        # kill once a stage-2 trial has an epoch checkpoint (so it resumes mid-way), or after 20 s
+        until = time.time() + 20
+        while time.time() < until and not list((search_dir / "stages" / "stage-2").glob("run_trial_*/checkpoint_*")):
+            time.sleep(0.1)
         os.kill(proc.pid, signal.SIGKILL)  # the driver dies mid-stage 2 ...
         proc.wait()
     finally:
@@ -105,6 +108,8 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, data_
     for seed in (7, 42):
         mine = [s for s in after2 if s["seed"] == seed]
         assert 1 <= len(mine) <= 2 and not mine[0]["resumed"]
+    # a trial restarted with a checkpoint continues after its last finished epoch
+    assert all(s["from_epoch"] >= 1 for s in after2 if s["resumed"])
     assert len(starts(search_dir, 3)) == 2
     runs = mlflow_runs(search_dir)
     keys = [r.data.tags["s4op.key"] for r in runs if "s4op.key" in r.data.tags]
