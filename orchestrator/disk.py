@@ -145,24 +145,3 @@ def prune_checkpoints(search_dir: str | os.PathLike, stage: int) -> PruneReport:
         report.freed_bytes += size
     return report
 
-
-def verified_stage_checkpoint(search_dir: str | os.PathLike, stage: int) -> str:
-    """The checkpoint folder of completed `stage`, after checking it against the ledger's sha256.
-
-    Missing or altered (the sha256 of model.json + model.safetensors differs from the stage row):
-    `CheckpointError` naming the folder and both hashes; nothing is touched, so the user can put
-    the right file back and resume.
-    """
-    from search_spaces.errors import CheckpointError, SearchStateError
-    from workers.checkpoint import checkpoint_sha256
-
-    stages = ledger.read_stages(search_dir)
-    row = stages.loc[(stages["stage"] == stage) & (stages["status"] == "completed")]
-    if row.empty or not row.iloc[0]["checkpoint"]:
-        raise SearchStateError(f"{ledger.stages_path(search_dir)}: stage {stage} has no completed checkpoint")
-    folder, expected = str(row.iloc[0]["checkpoint"]), row.iloc[0]["checkpoint_sha256"]
-    actual = checkpoint_sha256(folder)  # CheckpointError naming the missing file
-    if expected and actual != expected:
-        raise CheckpointError(f"checkpoint {folder} of stage {stage} was altered: sha256 {actual[:12]}..., the "
-                              f"ledger recorded {str(expected)[:12]}...; restore the original files to resume")
-    return folder

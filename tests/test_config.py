@@ -282,3 +282,17 @@ def test_one_bad_seed_is_one_problem_and_preset_file_names_resolve():
     assert message.startswith("search.seeds[2]='x' must be a valid integer") and "more problem" not in message
     assert "(and 1 more problem)" in _error(MINIMAL + "search: {seeds: [1, 2, x], bypass: q}\n")
     assert load_search_config("cpu-listops-s4d.yaml") == load_search_config("cpu-listops-s4d")
+
+
+@pytest.mark.parametrize("preset, d_input, d_output, params", [
+    ("paper-listops-s4d", 18, 10, 402_954),
+    ("paper-listops-s4", 18, 10, 401_418),
+])
+def test_paper_presets_build_the_papers_parameter_count(preset, d_input, d_output, params):
+    from workers.models.backbone import S4Model
+    from workers.models.spec import ModelSpec
+    from workers.pruning import count_parameters
+
+    cfg = load_search_config(preset)
+    model = S4Model(ModelSpec.from_dict(cfg.model.to_spec_dict(d_input, d_output, "tokens")))
+    assert count_parameters(model) == params

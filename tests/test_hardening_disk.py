@@ -99,7 +99,7 @@ def _saved_stage(d):
 def test_parent_checkpoint_altered_or_missing_is_refused_naming_the_file(tmp_path):
     import pytest
 
-    from orchestrator.disk import verified_stage_checkpoint
+    from orchestrator.driver import _stage_checkpoint as verified_stage_checkpoint  # what resume calls
     from search_spaces.errors import CheckpointError
 
     d = tmp_path / "s"
@@ -108,7 +108,7 @@ def test_parent_checkpoint_altered_or_missing_is_refused_naming_the_file(tmp_pat
     meta = folder / "model.json"
     altered = meta.read_text().replace('"task": null', '"task": "imdb"')
     meta.write_text(altered)
-    with pytest.raises(CheckpointError, match=f"checkpoint {folder} of stage 1 was altered"):
+    with pytest.raises(CheckpointError, match=f"checkpoint {folder} was altered since stage 1"):
         verified_stage_checkpoint(d, 1)
     assert meta.read_text() == altered  # nothing rewritten
     (folder / "model.safetensors").unlink()

@@ -60,7 +60,7 @@ def test_hand_edited_stored_config_is_refused(tmp_path):
     lock.release()
     text = (search_dir / "config.yaml").read_text().replace("bypass: identity", "bypass: zero")
     (search_dir / "config.yaml").write_text(text)
-    with pytest.raises(SearchStateError, match=r"search.bypass: identity -> zero"):
+    with pytest.raises(SearchStateError, match=r"search.bypass: \"identity\" -> \"zero\""):
         check_config(search_dir)
 
 
