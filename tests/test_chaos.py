@@ -47,6 +47,7 @@ def _progress_lines(log) -> int:
 
 
 def _wait_progress(log, seen: int, proc, timeout: float = 300) -> None:
+    """Until the log holds more than `seen` progress lines ("[h:mm:ss] stage ...") or the run ends."""
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None and _progress_lines(log) <= seen:
         time.sleep(0.2)
@@ -76,34 +77,39 @@ def test_driver_killed_five_times_resumes_to_the_same_ledger(tmp_path):
 
     rng = random.Random(SEED)
     storage = tmp_path / "killed"
-    search_dir = storage / "chaos"
-    kills, record = 0, []
-    args = ["search", str(cfg), "--storage", str(storage)]
-    while kills < KILLS:
+    kills, record, searches = 0, [], 0
+    search_dir, args = None, None
+    while True:
+        if args is None:  # a fresh search (again, if the last one finished before the 5th kill)
+            searches += 1
+            search_dir = storage / f"chaos-{searches}"
+            args = ["search", str(cfg), "--storage", str(storage), "--name", search_dir.name]
+        if kills >= KILLS:
+            assert run(args, env, log) == 0, log.read_text()[-3000:]
+            break
         seen = _progress_lines(log)
         proc = start(args, env, log)
-        _wait_progress(log, seen, proc)  # past Ray's start-up: the kill lands in real work
-        delay = rng.uniform(0.0, 25.0)
+        need = rng.randint(1, 6)  # kill a random moment after the need-th progress line of this run
+        _wait_progress(log, seen + need - 1, proc)
         try:
-            proc.wait(timeout=delay)
-            finished = True
-        except subprocess.TimeoutExpired:  # still running: the moment to kill it
-            finished = False
-        if finished:
+            proc.wait(timeout=rng.uniform(0.0, 4.0))
             assert proc.returncode == 0, log.read_text()[-3000:]
-            break
+            assert _selections(search_dir) == reference  # finished before the kill: still the same
+            args = None
+            continue
+        except subprocess.TimeoutExpired:  # still running: the moment to kill it
+            pass
         phase = _phase(search_dir)
         extra = kill_tree(proc, env)
         kills += 1
-        record.append({"kill": kills, "after_progress_s": round(delay, 1), "phase": phase, "ray_processes_killed": extra})
+        record.append({"kill": kills, "search": search_dir.name, "progress_lines": need, "phase": phase,
+                       "ray_processes_left": extra})
         if (search_dir / "config.yaml").exists():
             args = ["resume", str(search_dir)]
-        else:  # killed while creating the folder: the search never started
+        else:  # killed while creating the folder: the search never started; start it again
             import shutil
 
             shutil.rmtree(search_dir, ignore_errors=True)
-    if kills == KILLS:
-        assert run(["resume", str(search_dir)], env, log) == 0, log.read_text()[-3000:]
     (tmp_path.parent / "chaos-record.json").write_text(json.dumps({"t_ref_s": t_ref, "kills": record}, indent=1))
     print(json.dumps(record, indent=1))
 
@@ -116,7 +122,8 @@ def test_driver_killed_five_times_resumes_to_the_same_ledger(tmp_path):
     assert run(["sync-mlflow", str(search_dir)], env, log) == 0, log.read_text()[-3000:]
     keys = _mlflow_keys(search_dir)
     assert len(keys) == len(set(keys)), sorted(keys)  # no MLflow duplicates
-    expected = {"chaos", *(f"chaos/stage-{s[0]}" for s in stages), *(f"chaos/stage-{t[0]}/{t[1]}" for t in trials)}
+    name = search_dir.name
+    expected = {name, *(f"{name}/stage-{s[0]}" for s in stages), *(f"{name}/stage-{t[0]}/{t[1]}" for t in trials)}
     assert expected <= set(keys)
 
     # an altered parent (stage 1's best) is refused at resume, naming the file; nothing overwritten

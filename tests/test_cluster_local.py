@@ -87,7 +87,8 @@ def test_client_env_carries_address_and_token_path(tmp_path):
 def test_stop_node_ends_the_whole_session_and_only_it(tmp_path):
     target, bystander = _sleeper_session(), _sleeper_session()
     try:
-        assert _wait_for(lambda: len(session_processes(target.pid)) == 2)
+        assert _wait_for(lambda: len(session_processes(target.pid)) == 2
+                         and len(session_processes(bystander.pid)) == 2)
         node = LocalNode("worker", 1, target.pid, 1, "", 0.0)
         hit = stop_node(node, grace_s=2.0)
         assert target.pid in hit and len(hit) == 2

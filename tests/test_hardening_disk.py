@@ -114,3 +114,22 @@ def test_parent_checkpoint_altered_or_missing_is_refused_naming_the_file(tmp_pat
     (folder / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match="model.safetensors: missing"):
         verified_stage_checkpoint(d, 1)
+
+
+def test_status_reports_the_disk_a_search_uses(tmp_path):
+    from orchestrator.status import format_status, search_status
+    from search_spaces.config import dump_config, load_search_config
+
+    d = tmp_path / "s"
+    d.mkdir()
+    (d / "search.json").write_text(json.dumps({"name": "s", "tracking_uri": "sqlite:///x", "experiment": "s"}))
+    (d / "config.yaml").write_text(dump_config(load_search_config("cpu-listops-s4d")))
+    _file(d / "baseline" / "model.safetensors", 2_000_000)
+    _file(d / "stages" / "stage-1" / "run_trial_x" / "checkpoint_000000" / "m", 1_000_000)
+    _file(d / "mlflow.db", 500_000)
+    ledger.write_stage(d, {"search": "s", "stage": 0, "status": "completed"})
+    st = search_status(d)
+    assert st["disk"]["checkpoints"] == 2_000_000 and st["disk"]["tune"] == 1_000_000
+    assert st["disk"]["mlflow"] == 500_000 and st["disk_bytes"] == st["disk"]["total"]
+    line = [x for x in format_status(st).splitlines() if x.startswith("disk used")][0]
+    assert "checkpoints 2.0 MB" in line and "Tune state 1.0 MB" in line and "MLflow 0.5 MB" in line
