@@ -491,13 +491,11 @@ def _run_stage(ctx: SearchContext, k: int, rate: float, parent: str) -> str:
     dense = ledger.read_stages(search_dir)
     dense = dense.loc[dense["stage"] == 0].iloc[0]
     for r in rows:
-        lat = latencies.get(r["trial_id"])
         ctx.tracker.log_metrics(r["mlflow_run_id"], {
             "latency_p50_ms": r.get("latency_p50_ms"), "latency_p90_ms": r.get("latency_p90_ms"),
             "speedup_pct": speedup_pct(r.get("latency_p50_ms"), dense["latency_p50_ms"])})
         ctx.tracker.set_tags(r["mlflow_run_id"], {"s4op.is_best": r["is_best"], "s4op.status": r["status"]})
         ctx.tracker.finish(r["mlflow_run_id"], "FINISHED" if r["status"] == "completed" else "FAILED")
-        del lat
     row = {
         "search": ctx.name, "stage": k, "rate": rate, "status": "completed", "n_trials": len(rows),
         "n_failed": sum(r["status"] != "completed" for r in rows), "best_trial_id": best["trial_id"],

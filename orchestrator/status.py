@@ -60,7 +60,7 @@ def search_status(search_dir: str | os.PathLike) -> dict:
     trials = ledger.read_trials(search_dir)
     rows = [{k: _clean(v) for k, v in r.items() if k in (
         "stage", "rate", "status", "n_trials", "n_failed", "best_trial_id", "best_seed", "val_metric", "test_metric",
-        "latency_p50_ms", "speedup_pct", "params", "param_reduction_pct", "checkpoint")} for r in stages.to_dict("records")]
+        "latency_p50_ms", "speedup_pct", "params", "param_reduction_pct", "checkpoint", "metric_name")} for r in stages.to_dict("records")]
     done = set(ledger.completed_stages(search_dir))
     rates = [float(r) for r in cfg.search.rates]
     left = [{"stage": k, "rate": r} for k, r in enumerate(rates, start=1) if k not in done]
@@ -105,8 +105,9 @@ def format_status(st: dict) -> str:
     if st["stages"]:
         import pandas as pd
 
-        lines.append(summary_table(pd.DataFrame(st["stages"]).assign(
-            best_trial_id=lambda d: d["best_trial_id"])))
+        frame = pd.DataFrame(st["stages"])
+        lines.append(summary_table(frame, metric_name=str(frame["metric_name"].dropna().iloc[0])
+                                   if frame["metric_name"].notna().any() else "metric"))
     if st["in_progress"]:
         p = st["in_progress"]
         lines.append(f"in progress: stage {p['stage']} (rate {p['rate']:g}): {len(p['trials_started'])} trials started, "
