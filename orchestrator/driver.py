@@ -195,7 +195,9 @@ def run_locked(search_dir: Path, cfg, meta: dict, *, address, view, num_cpus) ->
     from orchestrator.view import SearchView
 
     name = meta["name"]
-    tracker = Tracker(meta["tracking_uri"])
+    from orchestrator.outbox import outbox_path, queueing_tracker
+
+    tracker = queueing_tracker(meta["tracking_uri"], outbox_path(search_dir))  # failed writes -> outbox
     experiment_id = tracker.open_experiment(meta.get("experiment", name), artifact_dir=search_dir / "mlartifacts")
     search_run = tracker.run(experiment_id, run_key(name), name=name, tags={"s4op.search_dir": str(search_dir)})
     s = cfg.search
@@ -510,6 +512,12 @@ def _run_stage(ctx: SearchContext, k: int, rate: float, parent: str) -> str:
     _track_stage(ctx, k, row, best_dir, latencies[best["trial_id"]])
     ledger.write_trials(search_dir, rows)
     ledger.write_stage(search_dir, row)
+    try:  # the stage is complete: its per-epoch Tune checkpoints are no longer needed
+        from orchestrator.disk import prune_checkpoints
+
+        prune_checkpoints(search_dir, k)
+    except OSError as exc:
+        log.warning("stage %d: checkpoint pruning failed: %s", k, exc)
     try:
         from orchestrator.registry import register_stage_best
 

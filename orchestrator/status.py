@@ -25,6 +25,12 @@ def disk_used(folder: str | os.PathLike) -> int:
     return total
 
 
+def _disk_usage(search_dir) -> dict:
+    from orchestrator.disk import disk_usage
+
+    return disk_usage(search_dir)
+
+
 def _clean(x):
     if isinstance(x, float) and not math.isfinite(x):
         return None
@@ -89,6 +95,7 @@ def search_status(search_dir: str | os.PathLike) -> dict:
         "complete": not left and 0 in done,
         "driver": {"running": running, **(owner or {})} if owner else {"running": False},
         "disk_bytes": disk_used(search_dir),
+        "disk": _disk_usage(search_dir),
     }
 
 
@@ -114,5 +121,8 @@ def format_status(st: dict) -> str:
                      f"{p['restarts']} restarts")
     if st["left"]:
         lines.append("left: " + ", ".join(f"stage {x['stage']} (rate {x['rate']:g})" for x in st["left"]))
-    lines.append(f"disk used: {st['disk_bytes'] / 1e6:.1f} MB; MLflow: {st['tracking_uri']}")
+    parts = st.get("disk") or {}
+    detail = (f" (checkpoints {parts['checkpoints'] / 1e6:.1f} MB, Tune state {parts['tune'] / 1e6:.1f} MB, "
+              f"MLflow {parts['mlflow'] / 1e6:.1f} MB)") if parts else ""
+    lines.append(f"disk used: {st['disk_bytes'] / 1e6:.1f} MB{detail}; MLflow: {st['tracking_uri']}")
     return "\n".join(lines)

@@ -127,7 +127,7 @@ def test_status_reports_the_disk_a_search_uses(tmp_path):
     _file(d / "baseline" / "model.safetensors", 2_000_000)
     _file(d / "stages" / "stage-1" / "run_trial_x" / "checkpoint_000000" / "m", 1_000_000)
     _file(d / "mlflow.db", 500_000)
-    ledger.write_stage(d, {"search": "s", "stage": 0, "status": "completed"})
+    ledger.write_stage(d, {"search": "s", "stage": 0, "rate": 0.0, "status": "completed"})
     st = search_status(d)
     assert st["disk"]["checkpoints"] == 2_000_000 and st["disk"]["tune"] == 1_000_000
     assert st["disk"]["mlflow"] == 500_000 and st["disk_bytes"] == st["disk"]["total"]

@@ -89,6 +89,13 @@ def _save_epoch_checkpoint(model, state, epoch: int, extra: dict):
     return folder, tune.Checkpoint.from_directory(str(folder))
 
 
+def _injected_fault(ctx: dict, name: str) -> None:
+    """Fault-injection hook for tests: S4OP_FAIL_TRIALS="<stage>/<trial>,..." makes those trials raise."""
+    wanted = {x.strip() for x in os.environ.get("S4OP_FAIL_TRIALS", "").split(",") if x.strip()}
+    if f"{ctx['stage']}/{name}" in wanted:
+        raise RuntimeError(f"injected fault in stage {ctx['stage']} trial {name} (S4OP_FAIL_TRIALS)")
+
+
 def run_trial(config: dict) -> None:
     """Tune function trainable (see module docstring)."""
     import torch
@@ -110,6 +117,7 @@ def run_trial(config: dict) -> None:
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     name = trial_name(config)
+    _injected_fault(ctx, name)
     stage_dir = Path(ctx["search_dir"]) / "stages" / f"stage-{ctx['stage']}"
     started_at = _now()
 
@@ -132,7 +140,11 @@ def run_trial(config: dict) -> None:
         tune.report(final)
         return
 
-    tracker = Tracker(ctx["tracking_uri"], attempts=3) if ctx.get("tracking_uri") else None
+    tracker = None
+    if ctx.get("tracking_uri"):  # writes that still fail go to <search>/mlflow-outbox.jsonl
+        from orchestrator.outbox import outbox_path, queueing_tracker
+
+        tracker = queueing_tracker(ctx["tracking_uri"], outbox_path(ctx["search_dir"]), attempts=3)
     run_id = None
     if tracker is not None:
         run_id = tracker.run(ctx["experiment_id"], run_key(ctx["search"], ctx["stage"], name), name=name,
