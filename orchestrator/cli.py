@@ -63,7 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors print one line on stderr and exit 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        app(args=argv, prog_name="s4op", standalone_mode=False)
+        # Without standalone mode, typer returns the code of `typer.Exit` (and 130 for Ctrl-C)
+        # instead of exiting: pass it on.
+        code = app(args=argv, prog_name="s4op", standalone_mode=False)
+        if code == 130:
+            print("s4op: aborted", file=sys.stderr)
+        if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+            raise SystemExit(code)
     except S4opError as exc:
         if _debug_requested(argv):
             traceback.print_exc()
