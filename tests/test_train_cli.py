@@ -99,7 +99,8 @@ def test_train_generates_data_writes_checkpoint_and_tracks_the_run(tmp_path, cap
     # the driver's way: its own store and a parent run; same config -> same weights and metrics
     uri = f"sqlite:///{tmp_path / 'search.db'}"
     driver = MlflowClient(uri)
-    parent = driver.create_run(driver.create_experiment("a-search")).info.run_id
+    experiment_id = driver.create_experiment("a-search", artifact_location=(tmp_path / "artifacts").as_uri())
+    parent = driver.create_run(experiment_id).info.run_id
     cfg = load_search_config(config, ["baseline.train.epochs=3"])
     again = train_baseline(cfg, tmp_path / "again", tracking_uri=uri, parent_run_id=parent)
     assert (again / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
@@ -107,6 +108,7 @@ def test_train_generates_data_writes_checkpoint_and_tracks_the_run(tmp_path, cap
     (child,) = [r for r in driver.search_runs([driver.get_run(parent).info.experiment_id]) if r.info.run_id != parent]
     assert child.data.tags["mlflow.parentRunId"] == parent
     assert not (tmp_path / "again" / "mlflow.db").exists()
+    assert {a.path for a in driver.list_artifacts(child.info.run_id, "checkpoint")} == artifacts
 
 
 def test_unknown_preset_is_one_line_and_exit_2(capsys):
