@@ -23,6 +23,8 @@ from search_spaces.errors import S4opError
 
 JOURNEYS = ("data", "train", "bench", "search", "report", "cluster", "hardening")
 
+_debug_flag = False  # set by --debug for the current invocation only
+
 app = typer.Typer(
     name="s4op",
     help="Operator-level pruning search for S4/S4D models on Ray Tune, tracked in MLflow.",
@@ -37,8 +39,8 @@ app = typer.Typer(
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
 ) -> None:
-    if debug:
-        os.environ["S4OP_DEBUG"] = "1"
+    global _debug_flag
+    _debug_flag = debug
 
 
 def _register_journeys() -> None:
@@ -56,12 +58,14 @@ _register_journeys()
 
 
 def _debug_requested(argv: list[str]) -> bool:
-    return "--debug" in argv or os.environ.get("S4OP_DEBUG") == "1"
+    return _debug_flag or "--debug" in argv or os.environ.get("S4OP_DEBUG") == "1"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors print one line on stderr and exit 2."""
+    global _debug_flag
     argv = list(sys.argv[1:] if argv is None else argv)
+    _debug_flag = False
     try:
         # Without standalone mode, typer returns the code of `typer.Exit` (and 130 for Ctrl-C)
         # instead of exiting: pass it on.

@@ -30,3 +30,7 @@ class CheckpointError(S4opError):
 
 class SearchStateError(S4opError):
     """A search folder is in a state the command cannot work from (locked, no stage, ...)."""
+
+
+class TrainingError(S4opError):
+    """Training diverged (a non-finite loss): usually a learning rate too high for the model."""

@@ -62,3 +62,16 @@ def test_unknown_option_is_one_line_exit_2(capsys):
     assert _exit_code(["--bogus"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--bogus" in err[0]
+
+
+def test_debug_shows_the_traceback_only_for_that_invocation(probe_command, capsys, monkeypatch):
+    monkeypatch.delenv("S4OP_DEBUG", raising=False)
+
+    def bad():
+        raise ConfigError("bad value")
+
+    probe_command["run"] = bad
+    assert _exit_code(["--debug", "probe"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+    assert _exit_code(["probe"]) == 2
+    assert capsys.readouterr().err == "s4op: error: bad value\n"

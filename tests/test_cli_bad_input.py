@@ -67,7 +67,7 @@ N_CASES = 43
 
 @pytest.fixture
 def bad_files(tmp_path, monkeypatch):
-    monkeypatch.delenv("S4OP_DEBUG", raising=False)  # `--debug` sets it for the process
+    monkeypatch.delenv("S4OP_DEBUG", raising=False)  # a user may set it in their shell
     monkeypatch.chdir(tmp_path)
     (tmp_path / "bad.yaml").write_text("name: [unclosed\n")
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")

@@ -268,3 +268,13 @@ def test_train_state_of_another_architecture_is_a_checkpoint_error(tmp_path):
         fit(wider, splits, **FIT, state=TrainState.load(tmp_path))
     with pytest.raises(CheckpointError, match="seed"):
         fit(tiny_model(), splits, **{**FIT, "seed": 11}, state=TrainState.load(tmp_path))
+
+
+def test_a_diverging_fit_raises_a_training_error_naming_the_loss():
+    from search_spaces.errors import TrainingError
+
+    model = tiny_model(dropout=0.0)
+    with torch.no_grad():
+        model.decoder.weight.fill_(float("nan"))  # every logit NaN -> NaN loss on the first step
+    with pytest.raises(TrainingError, match=r"training diverged: loss=nan at epoch 1"):
+        fit(model, toy_splits(), **FIT)

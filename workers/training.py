@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from search_spaces.errors import CheckpointError, DataError
+from search_spaces.errors import CheckpointError, DataError, TrainingError
 from workers.batches import eval_batches, n_examples, n_train_batches, train_batches
 from workers.metrics import metric_from_logits
 
@@ -315,6 +315,9 @@ def fit(
                     group["lr"] = group["initial_lr"] * factor
                 logits = model(batch.x, batch.lengths)  # (B d_output)
                 loss = compute_loss(logits, batch.y, multilabel)
+                if not torch.isfinite(loss):
+                    raise TrainingError(f"training diverged: loss={float(loss)} at epoch {epoch} step {step}"
+                                        f" (lr={optimizer.param_groups[0]['lr']:.3g}); lower the learning rate")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if grad_clip:
