@@ -164,7 +164,7 @@ def _negated(value):
 
 
 def display_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Table II as strings, the paper's way: metric in %, latency ms (speedup %), params (reduction %)."""
+    """Table II as strings, the paper's way: metric in %, latency ms (change %, negative = faster), params (reduction %)."""
     metric_name = str(table["metric_name"].dropna().iloc[0]) if table["metric_name"].notna().any() else "metric"
     source = table["metric_source"].iloc[0] if len(table) else "val"
     head = f"{source} {metric_name} %"
@@ -175,7 +175,7 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
         rows.append({
             "rate": f"{r.rate * 100:.0f} %",
             head: _fmt(r.metric * 100 if _finite(r.metric) else None, ".2f"),
-            "latency ms (speedup)": f"{_fmt(r.latency_ms, '.2f')} ({latency_change} %)",
+            "latency ms (change)": f"{_fmt(r.latency_ms, '.2f')} ({latency_change} %)",
             "params (reduction)": f"{int(r.params):,} ({params_change} %)" if _finite(r.params) else "-",
             "seed": "-" if not _finite(r.best_seed) else str(int(r.best_seed)),
             "min / median / max %": " / ".join(_fmt(v * 100 if _finite(v) else None, ".2f")
