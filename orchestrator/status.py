@@ -9,26 +9,9 @@ from pathlib import Path
 
 from orchestrator import ledger
 from orchestrator.driver import CONFIG_NAME, META_NAME, read_meta, stage_dir
+from orchestrator.disk import disk_usage, folder_bytes
 from orchestrator.lock import pid_alive, read_lock
 from search_spaces.errors import SearchStateError
-
-
-def disk_used(folder: str | os.PathLike) -> int:
-    """Bytes used by the files under `folder`."""
-    total = 0
-    for root, _, files in os.walk(folder):
-        for f in files:
-            try:
-                total += os.lstat(os.path.join(root, f)).st_size
-            except OSError:
-                pass
-    return total
-
-
-def _disk_usage(search_dir) -> dict:
-    from orchestrator.disk import disk_usage
-
-    return disk_usage(search_dir)
 
 
 def _clean(x):
@@ -94,8 +77,8 @@ def search_status(search_dir: str | os.PathLike) -> dict:
         "best_so_far": best, "left": left, "in_progress": current,
         "complete": not left and 0 in done,
         "driver": {"running": running, **(owner or {})} if owner else {"running": False},
-        "disk_bytes": disk_used(search_dir),
-        "disk": _disk_usage(search_dir),
+        "disk_bytes": folder_bytes(search_dir),
+        "disk": disk_usage(search_dir),
     }
 
 
