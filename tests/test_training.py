@@ -64,12 +64,7 @@ def tiny_model(seed: int = 0, dropout: float = 0.1) -> S4Model:
 FIT = dict(epochs=4, lr=0.01, weight_decay=0.01, batch_size=16, patience=None, grad_clip=1.0, warmup_epochs=1, seed=3)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------------- metrics

@@ -31,8 +31,7 @@ import math
 import torch
 from torch import nn
 
-from search_spaces.errors import ConfigError
-from workers.models.s4d import init_A, legs_normal_eigen
+from workers.models.s4d import check_kernel_args, init_A, legs_normal_eigen
 
 
 def nplr_init(init: str, H: int, N: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -71,10 +70,7 @@ class S4Kernel(nn.Module):
                  trainable_B: bool = True, dt_min: float = 0.001, dt_max: float = 0.1,
                  lr: float = 0.001, bidirectional: bool = False):
         super().__init__()
-        if disc not in ("zoh", "bilinear"):
-            raise ConfigError(f"model.disc: got {disc!r}, expected one of zoh, bilinear")
-        if H < 1 or N < 2 or N % 2:
-            raise ConfigError(f"S4Kernel: got H={H}, N={N}, expected H >= 1 and an even N >= 2")
+        check_kernel_args("S4Kernel", H, N, disc)
         self.H, self.N = H, N
         self.init, self.disc, self.trainable_B = init, disc, trainable_B
         self.dt_min, self.dt_max, self.lr, self.bidirectional = dt_min, dt_max, lr, bidirectional

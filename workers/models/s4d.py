@@ -69,6 +69,14 @@ def _tag(p: nn.Parameter, lr: float) -> nn.Parameter:
     return p
 
 
+def check_kernel_args(kernel: str, H: int, N: int, disc: str) -> None:
+    """Refuse a discretisation or size the SSM kernels cannot build (one-line ConfigError)."""
+    if disc not in ("zoh", "bilinear"):
+        raise ConfigError(f"model.disc: got {disc!r}, expected one of zoh, bilinear")
+    if H < 1 or N < 2 or N % 2:
+        raise ConfigError(f"{kernel}: got H={H}, N={N}, expected H >= 1 and an even N >= 2")
+
+
 class S4DKernel(nn.Module):
     """Generates the S4D convolution kernel K (C H L) for H channels, C = 2 if bidirectional else 1.
 
@@ -80,10 +88,7 @@ class S4DKernel(nn.Module):
                  trainable_B: bool = False, dt_min: float = 0.001, dt_max: float = 0.1,
                  lr: float = 0.001, bidirectional: bool = False):
         super().__init__()
-        if disc not in ("zoh", "bilinear"):
-            raise ConfigError(f"model.disc: got {disc!r}, expected one of zoh, bilinear")
-        if H < 1 or N < 2 or N % 2:
-            raise ConfigError(f"S4DKernel: got H={H}, N={N}, expected H >= 1 and an even N >= 2")
+        check_kernel_args("S4DKernel", H, N, disc)
         self.H, self.N = H, N
         self.init, self.disc, self.trainable_B = init, disc, trainable_B
         self.dt_min, self.dt_max, self.lr, self.bidirectional = dt_min, dt_max, lr, bidirectional
