@@ -2,9 +2,16 @@
 
 (a) runs each trial's work (allocate, select, compact, fine-tune with a checkpoint per epoch,
 evaluate) in a plain loop; (b) runs them with the real trainable `workers.trial.run_trial` as one
-Tune stage with 2 concurrent trials (embedded Ray, MLflow on sqlite). Prints the wall-clock ratio
-(b)/(a) and the per-trial overhead = ((b) - (a)/2) / (S/2): the extra wall time each of the S/2
-trial slots costs beyond ideal 2-way parallelism.
+Tune stage with 2 concurrent trials (embedded Ray already started, MLflow on sqlite written by the
+driver's `TrialTracking` callback), timed from `_tuner(...).fit()` to the end of the stage's trial
+MLflow writes (`track_stage_trials`). Prints the wall-clock ratio (b)/(a) and the per-trial overhead
+= ((b) - (a)/2) / (S/2): the extra wall time each of the S/2 trial slots costs beyond ideal 2-way
+parallelism. (a2) runs the same trials in 2 plain forked processes (no Ray, no Tune): ((a2) -
+(a)/2) / (S/2) is what two trials sharing this machine's cores, caches and memory bandwidth cost
+by themselves, and ((b) - (a2)) / (S/2) what Tune adds on top. Then `breakdown`, which splits that overhead (seconds per trial, summing to it) into
+stage start, gaps between trials, stage end and time inside the trainable beyond (a), from the
+wall-clock phase marks every trial reports (`timings` in its final result), plus the CPU seconds
+the driver and Ray's own processes used during (b).
 
     .venv/bin/python benchmarks/bench_tune_overhead.py --trials 4 --epochs 3 --train 1200
 """
@@ -22,7 +29,92 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 
+def breakdown(timings: list[dict], t_start: float, t_end: float, *, concurrency: int, trial_a_s: float,
+              fit_a_s: float) -> dict:
+    """Split the per-trial overhead of (b) into where the time went (seconds per trial; they sum to it).
+
+    With `concurrency` slots, concurrency * (b) = sum over slots of: idle before its first trial
+    + each trial's time inside the trainable (entry -> model saved, from `run_trial`'s timings)
+    + idle between trials + idle after its last. So the headline overhead
+    (concurrency * (b) - S * (a)/S) / S = start_idle + between_idle + end_idle + in_trial_excess:
+    - start_idle: `.fit()` called -> a slot's first trial entered (Tune setup, Ray actor process
+      start, `import ray.tune`; Ray itself is already up, as in a search after its stage 0);
+    - between_idle: a trial saved -> the next one on the slot entered (Tune bookkeeping, final
+      report, actor reset or a new actor);
+    - end_idle: a slot's last trial saved -> (b) done (final report, teardown, driver MLflow writes);
+    - in_trial_excess: trainable time minus the sequential trial (a), split into imports (a
+      fresh worker imports torch), setup (checkpoint restore, data, model) and fit (per-epoch
+      checkpoint + report, cores shared with Ray; a fresh worker's first optimizer imports
+      torch._dynamo).
+    startup_s: slot free -> trial ready to work (imports done), for each slot's first trial (the
+    stage's fixed cost: a new Ray worker process) and for the trials after it (reused worker).
+    """
+    if not timings:
+        return {}
+    marks = sorted((t["marks"] for t in timings), key=lambda m: m["entry"])
+    n = len(marks)
+    free_at = [t_start] * concurrency  # when each slot last became free
+    start_idle = between_idle = 0.0
+    first, later = [], []  # slot free -> trial's imports done, for slots' first trials / the others
+    for m in marks:
+        ready = [i for i in range(concurrency) if free_at[i] <= m["entry"]]
+        slot = max(ready, key=lambda i: free_at[i]) if ready else min(range(concurrency), key=lambda i: free_at[i])
+        gap = max(0.0, m["entry"] - free_at[slot])
+        if free_at[slot] == t_start:
+            start_idle += gap
+            first.append(m["imports"] - t_start)
+        else:
+            between_idle += gap
+            later.append(m["imports"] - free_at[slot])
+        free_at[slot] = m["saved"]
+    end_idle = sum(t_end - f for f in free_at)
+    order = list(marks[0])  # process, entry, then each phase's end in the order the trial ran them
+    phases = {b: sum(m[b] - m[a] for m in marks) / n for a, b in zip(order[1:], order[2:])}
+    in_trial = sum(m["saved"] - m["entry"] for m in marks) / n
+    setup = sum(m["model"] - m["imports"] for m in marks) / n
+    return {
+        "startup_s": {"slot_first_trial": sum(first) / len(first),
+                      "slot_later_trial": sum(later) / len(later) if later else None},
+        "overhead_split_s": {
+            "start_idle": start_idle / n, "between_idle": between_idle / n, "end_idle": end_idle / n,
+            "in_trial_excess": in_trial - trial_a_s,
+            "of_which_imports": phases["imports"], "of_which_setup": setup,
+            "of_which_fit_excess": phases["fit"] - fit_a_s,
+        },
+        "stage_fixed_s": {"fit_called_to_first_trial": marks[0]["entry"] - t_start,
+                          "last_trial_saved_to_done": t_end - max(m["saved"] for m in marks)},
+        "in_trial_phases_s": phases,
+        "fit_per_epoch_hooks_s": {k: sum(t["per_epoch_s"][k] for t in timings) / n for k in timings[0]["per_epoch_s"]},
+        "in_trial_cpu_s": sum(t["cpu_s"] for t in timings) / n,
+        "worker_processes": len({t["pid"] for t in timings}),
+    }
+
+
+def ray_cpu_seconds() -> dict[str, float]:
+    """CPU seconds so far of this driver process and of the Ray system processes it started
+    (trial workers excluded: they exit with the stage; their CPU is in the trials' timings)."""
+    import psutil
+
+    me = psutil.Process()
+    out = {"driver": sum(me.cpu_times()[:2]), "ray_system": 0.0}
+    for child in me.children(recursive=True):
+        try:
+            if child.cmdline()[:1] and not child.cmdline()[0].startswith("ray::"):
+                out["ray_system"] += sum(child.cpu_times()[:2])
+        except psutil.Error:
+            pass
+    return out
+
+
+_PLAIN_TRIAL = None  # set in main() before forking (a2)'s processes, which inherit it
+
+
+def _plain_trial_in_child(seed: int, folder: Path) -> tuple[float, float]:
+    return _PLAIN_TRIAL(seed, folder)
+
+
 def main() -> None:
+    global _PLAIN_TRIAL
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=4)
     ap.add_argument("--epochs", type=int, default=3)
@@ -35,7 +127,9 @@ def main() -> None:
     import torch
 
     from orchestrator.baseline import build_model, prepare_data
-    from orchestrator.driver import SearchContext, _tuner, create_search, read_meta, start_ray, trial_context
+    from orchestrator.driver import (SearchContext, _trial_rows, _tuner, create_search, read_meta, start_ray,
+                                     trial_context)
+    from orchestrator.trial_tracking import track_stage_trials
     from orchestrator.tracking import Tracker
     from orchestrator.view import SearchView, ViewCallback
     from search_spaces.config import SearchConfig
@@ -63,28 +157,48 @@ def main() -> None:
     # (a) sequential, one process, 1 thread per trial, same per-epoch checkpoint work
     torch.set_num_threads(1)
     ctx_plain = {"config": cfg.model_dump(mode="json"), "rate": 0.5}
-    t0 = time.perf_counter()
-    per_trial_a = []
-    for seed in seeds:
-        t1 = time.perf_counter()
+    def plain_trial(seed: int, folder: Path) -> tuple[float, float]:
+        """One trial's work without Ray or MLflow; returns (trial seconds, fit seconds)."""
         from workers.checkpoint import load_checkpoint
 
+        t1 = time.perf_counter()
         model, _ = load_checkpoint(parent)
         kept = choose_kept(model, ctx_plain, seed, cfg.search.allocation.base, splits.train.x.shape[1])
         model = compact(model, kept, bypass="identity")
-        ck = tmp / "seq-ckpt"
+        ck = folder / "ckpt"
 
         def on_epoch(r, model=model, ck=ck):
             save_checkpoint(model, ck / "model")
             r.state.save(ck / "train_state")
 
+        t2 = time.perf_counter()
         fit(model, splits, epochs=ft.epochs, lr=ft.lr, weight_decay=ft.weight_decay, batch_size=ft.batch_size,
             patience=ft.patience, seed=seed, on_epoch=on_epoch)
+        fit_s = time.perf_counter() - t2
         evaluate(model, splits.val, splits.info, batch_size=ft.batch_size)
         evaluate(model, splits.test, splits.info, batch_size=ft.batch_size)
-        save_checkpoint(model, tmp / "seq-final" / str(seed))
-        per_trial_a.append(time.perf_counter() - t1)
+        save_checkpoint(model, folder / "final" / str(seed))
+        return time.perf_counter() - t1, fit_s
+
+    t0 = time.perf_counter()
+    per_trial_a, fit_a = [], []
+    for seed in seeds:
+        trial_s, fit_s = plain_trial(seed, tmp / "seq")
+        per_trial_a.append(trial_s)
+        fit_a.append(fit_s)
     wall_a = time.perf_counter() - t0
+
+    # (a2) the same trials in 2 plain forked processes (no Ray, no Tune): what 2-way concurrency
+    # costs on this machine by itself (the two trials share caches and memory bandwidth)
+    import multiprocessing
+
+    _PLAIN_TRIAL = plain_trial
+    t0 = time.perf_counter()
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        results_a2 = pool.starmap(_plain_trial_in_child, [(seed, tmp / "par" / str(i % 2)) for i, seed in enumerate(seeds)],
+                                  chunksize=1)
+    wall_a2 = time.perf_counter() - t0
+    fit_a2 = [f for _, f in results_a2]
 
     # (b) a Tune stage with 2 concurrent trials (real trainable, MLflow on sqlite)
     meta = read_meta(search_dir)
@@ -94,10 +208,15 @@ def main() -> None:
                         fingerprint=fp, view=SearchView(n_stages=1, live=False))
     ctx.ray = start_ray("local", num_cpus=2)
     trial_ctx = trial_context(ctx, 1, 0.5, str(parent), None, 1.0)
-    t0 = time.perf_counter()
+    cpu_before = ray_cpu_seconds()
+    t0, fit_start = time.perf_counter(), time.time()
     grid = _tuner(ctx, 1, trial_ctx, ViewCallback()).fit()
+    fit_end = time.time()
+    track_stage_trials(tracker, trial_ctx, _trial_rows(ctx, 1, 0.5, trial_ctx, grid))  # the trials' MLflow writes
     wall_b = time.perf_counter() - t0
+    cpu_after = ray_cpu_seconds()
     ok = sum(1 for r in grid if (r.metrics or {}).get("final"))
+    timings = [json.loads(r.metrics["timings"]) for r in grid if (r.metrics or {}).get("timings")]
     import ray
 
     ray.shutdown()
@@ -106,8 +225,15 @@ def main() -> None:
     result = {
         "trials": S, "epochs": args.epochs, "train_examples": args.train, "d_model": args.d_model,
         "max_len": args.max_len, "mean_trial_s_sequential": wall_a / S, "wall_sequential_s": wall_a,
-        "wall_tune_s": wall_b, "ratio_tune_over_sequential": wall_b / wall_a,
+        "wall_tune_s": wall_b, "mean_fit_s_sequential": sum(fit_a) / S, "ratio_tune_over_sequential": wall_b / wall_a,
         "per_trial_overhead_s": (wall_b - wall_a / 2) / (S / 2), "tune_trials_completed": ok,
+        "wall_plain_parallel_s": wall_a2, "mean_fit_s_plain_parallel": sum(fit_a2) / S,
+        "per_trial_overhead_of_2way_sharing_s": (wall_a2 - wall_a / 2) / (S / 2),
+        "per_trial_overhead_of_tune_s": (wall_b - wall_a2) / (S / 2),
+        "breakdown": breakdown(timings, fit_start, fit_start + wall_b, concurrency=2, trial_a_s=wall_a / S,
+                               fit_a_s=sum(fit_a) / S)
+        | {"driver_mlflow_after_fit_s": wall_b - (fit_end - fit_start),
+           "cpu_s_during_b": {k: cpu_after[k] - cpu_before.get(k, 0.0) for k in cpu_after}},
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

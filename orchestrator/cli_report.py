@@ -41,7 +41,9 @@ def tracking_uri_of(folder: Path, override: str | None = None) -> str | None:
     """--tracking-uri, else search.json's, else the default sqlite store if it exists, else None."""
     if override:
         return override
-    uri = _search_meta(folder).get("tracking_uri")
+    from orchestrator.remote import localise_meta
+
+    uri = localise_meta(_search_meta(folder), folder).get("tracking_uri")  # an s3:// search: this copy's store
     if uri:
         return uri
     if (folder / "mlflow.db").is_file():
@@ -54,6 +56,10 @@ def tracking_uri_of(folder: Path, override: str | None = None) -> str | None:
 def _resolve_checkpoint(folder: Path, path: str | None) -> Path | None:
     if not path:
         return None
+    if "://" in str(path):  # a search on an object store: the checkpoint, fetched into its working copy
+        from orchestrator.remote import local_checkpoint
+
+        return local_checkpoint(folder, str(path))
     p = Path(path)
     if p.is_absolute():
         return p
@@ -363,14 +369,19 @@ def export_search(search_dir: str | os.PathLike, rate: float, fmt: str, out: str
 def register(app: typer.Typer) -> None:
     @app.command("report")
     def report(
-        search_dir: Path = typer.Argument(..., help="Search folder (<storage>/<name>)."),
+        search_dir: str = typer.Argument(..., help="Search folder (<storage>/<name>), or its s3:// / gs:// URI."),
         out: Optional[Path] = typer.Option(None, "--out", help="Output folder [default: <search-dir>/report]."),
-        compare: Optional[List[Path]] = typer.Option(None, "--compare", help="Another search folder to draw on the same axes (repeatable)."),
+        compare: Optional[List[str]] = typer.Option(None, "--compare", help="Another search folder or URI to draw on the same axes (repeatable)."),
         tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI [default: the search's]."),
         no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not log the report to MLflow."),
+        work_dir: Optional[str] = typer.Option(None, "--work-dir", help="Folder for the local working copy of a search on s3:// or gs:// [default: ~/.cache/s4op/work/...]."),
     ) -> None:
         """Table II (metric, latency + speedup, params + reduction, seed spread), plots and HTML."""
-        result = build_report(search_dir, out, list(compare or []), tracking_uri=tracking_uri,
+        from orchestrator.remote import open_search
+
+        search_dir = open_search(search_dir, work_dir=work_dir, what="report")[0]
+        compare = [open_search(c, work_dir=work_dir, what="report")[0] for c in (compare or [])]
+        result = build_report(search_dir, out, compare, tracking_uri=tracking_uri,
                               log_to_mlflow=not no_mlflow)
         for label, md in result["markdown"].items():
             typer.echo(f"\n## {label}\n\n{md}\n")
@@ -399,7 +410,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("export")
     def export(
-        search_dir: Path = typer.Argument(..., help="Search folder (<storage>/<name>)."),
+        search_dir: str = typer.Argument(..., help="Search folder (<storage>/<name>), or its s3:// / gs:// URI."),
         rate: float = typer.Option(..., "--rate", help="Pruning rate of the stage to export: 0.5 or 50."),
         fmt: str = typer.Option("onnx", "--format", help="safetensors | onnx | torchscript."),
         out: Path = typer.Option(..., "--out", help="Output file."),
@@ -411,6 +422,9 @@ def register(app: typer.Typer) -> None:
                                  "else fft) | fft (cached kernel spectrum, DFT) | scan (chunked S4D scan, matmuls)."),
     ) -> None:
         """The selected model of one rate, compacted and kernel-cached, checked against PyTorch."""
+        from orchestrator.remote import open_search
+
+        search_dir = open_search(search_dir, what="report")[0]
         record = export_search(search_dir, rate, fmt, out, batch=batch, length=length, streaming=streaming,
                                threads=threads, form=form)
         shape = f"batch {record['batch']}" + ("" if streaming else f", length {record['length']}")

@@ -8,6 +8,8 @@ Pruned: every earlier `checkpoint_<n>` of a Tune trial (epoch models + train sta
 temporaries a killed driver can leave (`.best.tmp`, `.baseline.tmp`, `.<file>.tmp-<pid>`).
 A stage that is not completed in the ledger is never touched: its checkpoints are how `resume`
 continues it. Nothing the ledger names (a `checkpoint` column) is ever removed.
+For a search on an object store (search.json names `search_uri`), the same is pruned in the store,
+where Tune keeps the stage's checkpoints (`prunable_keys`).
 """
 
 from __future__ import annotations
@@ -53,6 +55,31 @@ def folder_bytes(folder: str | os.PathLike) -> int:
     return total
 
 
+def _part_of(rel: tuple[str, ...], name: str) -> str:
+    """Which part of `disk_usage` the file `name` in folder `rel` (relative to the search) counts to."""
+    if not rel:
+        return "mlflow" if name.startswith("mlflow.db") else "other"
+    if rel[0] == "baseline" or (rel[0] == "stages" and len(rel) >= 3 and rel[2] in ("best", "trials")):
+        return "checkpoints"
+    if rel[0] == "stages":
+        return "tune"
+    if rel[0] == "mlartifacts":
+        return "mlflow"
+    if rel[0] == "ledger":
+        return "ledger"
+    return "other"
+
+
+def usage_of(files) -> dict:
+    """`disk_usage` of (path relative to the search folder "a/b/file", bytes) pairs."""
+    usage = {"total": 0, "checkpoints": 0, "tune": 0, "mlflow": 0, "ledger": 0, "other": 0}
+    for rel, size in files:
+        *folder, name = str(rel).split("/")
+        usage[_part_of(tuple(folder), name)] += int(size)
+        usage["total"] += int(size)
+    return usage
+
+
 def disk_usage(search_dir: str | os.PathLike) -> dict:
     """Bytes of a search folder: {total, checkpoints, tune, mlflow, ledger, other}.
 
@@ -60,39 +87,19 @@ def disk_usage(search_dir: str | os.PathLike) -> dict:
     (Tune's experiment state and per-epoch trial checkpoints); mlflow = mlflow.db + mlartifacts/.
     """
     search_dir = Path(search_dir)
-    usage = {"total": 0, "checkpoints": 0, "tune": 0, "mlflow": 0, "ledger": 0, "other": 0}
-    for root, _, files in os.walk(search_dir):
+    files = []
+    for root, _, names in os.walk(search_dir):
         rel = Path(root).relative_to(search_dir).parts
-        if not rel:
-            part = None
-        elif rel[0] == "baseline" or (rel[0] == "stages" and len(rel) >= 3 and rel[2] in ("best", "trials")):
-            part = "checkpoints"
-        elif rel[0] == "stages":
-            part = "tune"
-        elif rel[0] == "mlartifacts":
-            part = "mlflow"
-        elif rel[0] == "ledger":
-            part = "ledger"
-        else:
-            part = "other"
-        for name in files:
+        for name in names:
             try:
-                size = os.lstat(os.path.join(root, name)).st_size
+                files.append(("/".join((*rel, name)), os.lstat(os.path.join(root, name)).st_size))
             except OSError:
                 continue
-            this = part or ("mlflow" if name.startswith("mlflow.db") else "other")
-            usage[this] += size
-            usage["total"] += size
-    return usage
+    return usage_of(files)
 
 
 def _referenced(search_dir: Path) -> set[Path]:
-    out = set()
-    for frame in (ledger.read_trials(search_dir), ledger.read_stages(search_dir)):
-        for value in frame["checkpoint"].dropna():
-            if value:
-                out.add(Path(value).resolve())
-    return out
+    return {Path(value).resolve() for value in _referenced_locations(search_dir) if "://" not in value}
 
 
 def _holds_referenced(path: Path, referenced: set[Path]) -> bool:
@@ -129,9 +136,57 @@ def prunable(search_dir: str | os.PathLike, stage: int) -> list[Path]:
     return [p for p in out if not _holds_referenced(p, referenced)]
 
 
+def prunable_keys(files, stage: int, referenced: set[str] = frozenset()) -> list[str]:
+    """Folders ("stages/stage-<k>/<trial>/checkpoint_<n>") of stage `stage` that a completed stage no
+    longer needs: every Tune checkpoint but each trial's last, given the search's files as
+    (path relative to the search folder, bytes) pairs, e.g. an object-store listing. `referenced`:
+    relative paths the ledger names (never pruned, nor what holds them)."""
+    numbered: dict[tuple[str, ...], dict[int, str]] = {}  # trial folder -> {n: folder name}
+    for rel, _ in files:
+        parts = str(rel).split("/")
+        if parts[:2] != ["stages", f"stage-{stage}"]:
+            continue
+        for i, part in enumerate(parts[:-1]):
+            if (m := CHECKPOINT_DIR.match(part)):
+                numbered.setdefault(tuple(parts[:i]), {})[int(m.group(1))] = part
+                break
+    out = ["/".join((*parent, names[n])) for parent, names in numbered.items() for n in sorted(names)[:-1]]
+    return [p for p in out if not any(ref == p or ref.startswith(p + "/") for ref in referenced)]
+
+
+def _prune_store(search_dir: Path, stage: int, report: "PruneReport") -> None:
+    """`prunable_keys` removed from the object store of an s3:// / gs:// search (no-op for a folder)."""
+    import json
+
+    try:
+        uri = json.loads((search_dir / "search.json").read_text()).get("search_uri")
+    except (OSError, ValueError):
+        return
+    if not uri or stage not in ledger.completed_stages(search_dir):
+        return
+    from workers import objectstore
+
+    files = objectstore.list_files(objectstore.join_uri(uri, "stages", f"stage-{stage}"))
+    files = [(f"stages/stage-{stage}/{rel}", size) for rel, size in files]
+    referenced = {objectstore.relative_key(ref, uri) for ref in map(str, _referenced_locations(search_dir))}
+    for prefix in prunable_keys(files, stage, {r for r in referenced if r}):
+        objectstore.delete(objectstore.join_uri(uri, prefix))
+        report.removed.append(Path(prefix))
+        report.freed_bytes += sum(size for rel, size in files if rel.startswith(prefix + "/"))
+
+
+def _referenced_locations(search_dir: Path) -> set[str]:
+    out = set()
+    for frame in (ledger.read_trials(search_dir), ledger.read_stages(search_dir)):
+        out.update(str(v) for v in frame["checkpoint"].dropna() if v)
+    return out
+
+
 def prune_checkpoints(search_dir: str | os.PathLike, stage: int) -> PruneReport:
-    """Remove `prunable(search_dir, stage)`; returns what went and the bytes freed."""
+    """Remove `prunable(search_dir, stage)` (and, for an object-store search, the same in the store);
+    returns what went and the bytes freed."""
     report = PruneReport()
+    _prune_store(Path(search_dir), stage, report)
     for path in prunable(search_dir, stage):
         size = _size(path)
         try:

@@ -33,7 +33,7 @@ from orchestrator import ledger
 from orchestrator.lock import acquire_lock
 from orchestrator.selection_rule import choose_best, reduction_pct, speedup_pct
 from orchestrator.tracking import Tracker, default_tracking_uri, run_key
-from search_spaces.errors import ConfigError, SearchStateError
+from search_spaces.errors import SearchStateError
 
 log = logging.getLogger("s4op.driver")
 
@@ -96,10 +96,12 @@ def start_ray(address: str | None, *, num_cpus: int | None = None) -> RayHandle:
 # ----------------------------------------------------------------------------- setup
 def create_search(cfg, *, storage: str | os.PathLike = "s4op-runs", name: str | None = None,
                   tracking_uri: str | None = None, address: str | None = "local",
-                  allow_local_storage: bool = False):
+                  allow_local_storage: bool = False, work_dir: str | os.PathLike | None = None):
     """Make `<storage>/<name>/` with config, search.json, lock, empty ledger and the MLflow store.
 
     Returns (search_dir, held lock). An existing search folder is refused (use `s4op resume`).
+    An object-store `storage` (s3://, gs://): search_dir is the local working copy under `work_dir`
+    (`orchestrator/remote.py`), mirrored to `<storage>/<name>/`.
     """
     from search_spaces.config import dump_config
 
@@ -113,12 +115,18 @@ def create_search(cfg, *, storage: str | os.PathLike = "s4op-runs", name: str | 
                                        n_nodes=None if address not in (None, "", "local") else 1)
     except ImportError:  # pragma: no cover
         storage = str(Path(storage).resolve())
-    if "://" in str(storage):
-        raise ConfigError(f"--storage {storage!r}: object-store URIs are not supported by the driver yet; "
-                          "expected a folder path (shared by every node on a cluster)")
-    search_dir = Path(storage) / name
-    search_dir.mkdir(parents=True, exist_ok=True)
-    lock = acquire_lock(search_dir)
+    store = None
+    if "://" in str(storage):  # object store: a local working copy mirrored to the URI
+        from orchestrator.remote import SearchStore, check_tracking_reachable
+
+        check_tracking_reachable(str(storage), tracking_uri, address)
+        store = SearchStore.create(str(storage), name, work_dir=work_dir)
+        search_dir, lock = store.local, store.lock()
+        search_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        search_dir = Path(storage) / name
+        search_dir.mkdir(parents=True, exist_ok=True)
+        lock = acquire_lock(search_dir)
     try:
         if (search_dir / CONFIG_NAME).exists():
             raise SearchStateError(f"search folder {search_dir} already exists; continue it with "
@@ -126,10 +134,14 @@ def create_search(cfg, *, storage: str | os.PathLike = "s4op-runs", name: str | 
         tracking_uri = tracking_uri or default_tracking_uri(search_dir)
         meta = {"name": name, "tracking_uri": tracking_uri, "experiment": name, "created_at": _now(),
                 "address": address, "host": socket.gethostname(), "config": cfg.model_dump(mode="json")}
+        if store is not None:
+            meta.update(search_uri=store.uri, tracking_in_work_copy=tracking_uri == default_tracking_uri(search_dir))
         _write_text_atomic(search_dir / META_NAME, json.dumps(meta, indent=1))
         ledger.write_trials(search_dir, [])
         Tracker(tracking_uri).open_experiment(name, artifact_dir=search_dir / "mlartifacts")  # store made here first
         _write_text_atomic(search_dir / CONFIG_NAME, dump_config(cfg))  # last: marks the folder complete
+        if store is not None:
+            store.push()  # config.yaml last
     except BaseException:
         lock.release()
         raise
@@ -161,14 +173,16 @@ class SearchContext:
     ray: RayHandle | None = None
     address: str | None = "local"
     stage_seconds: list = field(default_factory=list)
+    store: object = None  # orchestrator.remote.SearchStore when the search lives on an object store
 
 
 def start_search(cfg, *, storage: str | os.PathLike = "s4op-runs", name: str | None = None,
                  tracking_uri: str | None = None, address: str | None = "local",
-                 allow_local_storage: bool = False, view=None, num_cpus: int | None = None) -> Path:
+                 allow_local_storage: bool = False, view=None, num_cpus: int | None = None,
+                 work_dir: str | os.PathLike | None = None) -> Path:
     """`s4op search`: create `<storage>/<name>/` (config, lock, ledger, MLflow) and run it to the end."""
     search_dir, lock = create_search(cfg, storage=storage, name=name, tracking_uri=tracking_uri, address=address,
-                                     allow_local_storage=allow_local_storage)
+                                     allow_local_storage=allow_local_storage, work_dir=work_dir)
     try:
         return run_locked(search_dir, cfg, read_meta(search_dir), address=address, view=view, num_cpus=num_cpus)
     finally:
@@ -211,6 +225,11 @@ def run_locked(search_dir: Path, cfg, meta: dict, *, address, view, num_cpus) ->
     view = view or SearchView(n_stages=len(s.rates), search=name)
     ctx = SearchContext(search_dir, cfg, name, meta["tracking_uri"], tracker, experiment_id, search_run, view=view,
                         address=address)
+    from orchestrator.remote import store_of
+
+    ctx.store = store_of(meta, search_dir)
+    if ctx.store is not None:  # before Ray starts: restored trials follow this working copy
+        ctx.store.export_work_copy(meta)
     try:
         ctx.splits, ctx.fingerprint = _prepare_data(cfg)
         tracker.set_tags(search_run, {"s4op.data_fingerprint": ctx.fingerprint})
@@ -322,9 +341,18 @@ def _stage0(ctx: SearchContext) -> str:
         "started_at": started, "ended_at": _now(),
     }
     _track_stage(ctx, 0, row, checkpoint, latency)
+    if ctx.store is not None:  # trials on every node read the parent from the object store
+        row["checkpoint"] = ctx.store.push_checkpoint(checkpoint)
     ledger.write_stage(search_dir, row)
+    _mirror(ctx)
     ctx.view.stage_finished(0, row)
-    return str(checkpoint)
+    return row["checkpoint"]
+
+
+def _mirror(ctx: SearchContext) -> None:
+    """After a ledger write: mirror the working copy to the object store (no-op for a folder)."""
+    if ctx.store is not None:
+        ctx.store.push()
 
 
 def _track_stage(ctx: SearchContext, k: int, row: dict, best_dir: Path, latency: dict) -> None:
@@ -373,6 +401,7 @@ def trial_context(ctx: SearchContext, k: int, rate: float, parent: str, stage_ru
         "experiment_id": ctx.experiment_id, "stage_run_id": stage_run_id,
         "data_fingerprint": ctx.fingerprint, "algorithm": ctx.cfg.search.algorithm.kind,
         "cpus_per_trial": max(1, int(math.floor(cpus_per_trial))),
+        "search_uri": ctx.store.uri if ctx.store is not None else None,
     }
 
 
@@ -380,20 +409,24 @@ def _tuner(ctx: SearchContext, k: int, trial_ctx: dict, view_callback):
     """A new Tuner for stage k, or the interrupted one restored from `stages/stage-<k>`."""
     from ray import tune
 
+    from orchestrator.trial_tracking import TrialTracking
     from workers.trial import run_trial
 
     cfg, s = ctx.cfg, ctx.cfg.search
     resources = {"cpu": float(cfg.resources.cpu), "gpu": float(cfg.resources.gpu)}
     trainable = tune.with_resources(run_trial, resources)
-    path = stage_dir(ctx.search_dir, k)
+    path, storage_path, fs = stage_dir(ctx.search_dir, k), str(stage_dir(ctx.search_dir, k).parent), None
+    if ctx.store is not None:  # Tune's state and trial checkpoints live in the object store
+        path, storage_path, fs = ctx.store.tune_storage(k)
     if s.algorithm.kind == "optuna":
         lr = float(s.finetune.lr)
         param_space = {"seed": tune.choice(cfg.seed_list), "alloc_base": tune.uniform(1.25, 3.0),
                        "lr": tune.loguniform(lr / 3.0, lr * 3.0), "ctx": trial_ctx}
     else:
         param_space = {"seed": tune.grid_search(cfg.seed_list), "ctx": trial_ctx}
-    if tune.Tuner.can_restore(str(path)):
-        return tune.Tuner.restore(str(path), trainable, resume_errored=True, param_space=param_space)
+    if tune.Tuner.can_restore(str(path), storage_filesystem=fs):
+        return tune.Tuner.restore(str(path), trainable, resume_errored=True, param_space=param_space,
+                                  storage_filesystem=fs)
     per_node = max(1, int(ctx.ray.total_cpus // max(resources["cpu"], 1e-9)))
     concurrent = cfg.resources.max_concurrent or per_node
     search_alg, samples = None, 1
@@ -408,12 +441,14 @@ def _tuner(ctx: SearchContext, k: int, trial_ctx: dict, view_callback):
         trainable,
         param_space=param_space,
         tune_config=tune.TuneConfig(num_samples=samples, search_alg=search_alg,
-                                    max_concurrent_trials=int(concurrent), reuse_actors=False),
+                                    max_concurrent_trials=int(concurrent), reuse_actors=True),
         run_config=tune.RunConfig(
-            name=f"stage-{k}", storage_path=str(path.parent), verbose=0,
+            name=f"stage-{k}", storage_path=storage_path, storage_filesystem=fs, verbose=0,
             failure_config=tune.FailureConfig(max_failures=2),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=[view_callback]),
+            # object store: Tune deleting old checkpoints races its lagging state upload (a killed driver's
+            # state can name a deleted one); they are pruned when the stage completes (disk.prune_checkpoints)
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2 if fs is None else None),
+            callbacks=[view_callback, TrialTracking()]),  # trials' MLflow runs, written by the driver
     )
 
 
@@ -448,6 +483,7 @@ def _trial_rows(ctx: SearchContext, k: int, rate: float, trial_ctx: dict, grid) 
 
 def _run_stage(ctx: SearchContext, k: int, rate: float, parent: str) -> str:
     """Run (or continue) stage k at `rate` from `parent`; returns the best checkpoint folder."""
+    from orchestrator.trial_tracking import track_stage_trials
     from orchestrator.view import ViewCallback
     from workers.checkpoint import checkpoint_sha256
 
@@ -463,6 +499,7 @@ def _run_stage(ctx: SearchContext, k: int, rate: float, parent: str) -> str:
     stage_dir(search_dir, k).mkdir(parents=True, exist_ok=True)
     grid = _tuner(ctx, k, trial_ctx, ViewCallback()).fit()
     rows = _trial_rows(ctx, k, rate, trial_ctx, grid)
+    track_stage_trials(ctx.tracker, trial_ctx, rows)  # run ids, final metrics and kept of each trial
     ok = {r["trial_id"]: r["checkpoint"] for r in rows if r["status"] == "completed"}
     ctx.view.note(f"stage {k}: measuring latency of {len(ok)} models with exclusive use of the device")
     latencies = _latency_of(ctx, ok)
@@ -479,17 +516,22 @@ def _run_stage(ctx: SearchContext, k: int, rate: float, parent: str) -> str:
                   "n_failed": len(rows), "metric_name": ctx.splits.info.metric, "mlflow_run_id": stage_run,
                   "started_at": started, "ended_at": _now()}
         ledger.write_stage(search_dir, failed)
+        _mirror(ctx)
         ctx.tracker.finish(stage_run, "FAILED")
         errors = "; ".join(sorted({str(r["error"]) for r in rows}))[:300]
         raise SearchStateError(f"stage {k} (rate {rate:g}): every trial failed ({errors}); "
                                f"fix the cause and run `s4op resume {search_dir}`")
     best["is_best"] = True
     best_dir = stage_dir(search_dir, k) / "best"
-    tmp = stage_dir(search_dir, k) / ".best.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(best["checkpoint"], tmp)
-    shutil.rmtree(best_dir, ignore_errors=True)
-    os.replace(tmp, best_dir)
+    best_location = str(best_dir)
+    if ctx.store is not None:  # best/ in the store (the next stage's parent) and in the working copy
+        best_location = ctx.store.copy_best(best["checkpoint"], best_dir)
+    else:
+        tmp = stage_dir(search_dir, k) / ".best.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(best["checkpoint"], tmp)
+        shutil.rmtree(best_dir, ignore_errors=True)
+        os.replace(tmp, best_dir)
     dense = ledger.read_stages(search_dir)
     dense = dense.loc[dense["stage"] == 0].iloc[0]
     for r in rows:
@@ -506,12 +548,13 @@ def _run_stage(ctx: SearchContext, k: int, rate: float, parent: str) -> str:
         "latency_p90_ms": best["latency_p90_ms"], "params": best["params"],
         "speedup_pct": speedup_pct(best["latency_p50_ms"], dense["latency_p50_ms"]),
         "param_reduction_pct": reduction_pct(best["params"], dense["params"]), "kept": best["kept"],
-        "checkpoint": str(best_dir), "checkpoint_sha256": checkpoint_sha256(best_dir),
+        "checkpoint": best_location, "checkpoint_sha256": checkpoint_sha256(best_dir),
         "mlflow_run_id": stage_run or "", "started_at": started, "ended_at": _now(),
     }
     _track_stage(ctx, k, row, best_dir, latencies[best["trial_id"]])
     ledger.write_trials(search_dir, rows)
     ledger.write_stage(search_dir, row)
+    _mirror(ctx)
     try:  # the stage is complete: its per-epoch Tune checkpoints are no longer needed
         from orchestrator.disk import prune_checkpoints
 
@@ -526,4 +569,4 @@ def _run_stage(ctx: SearchContext, k: int, rate: float, parent: str) -> str:
         log.warning("model registry: stage %d not registered: %s", k, exc)
     ctx.stage_seconds.append(time.time() - t0)
     ctx.view.stage_finished(k, row)
-    return str(best_dir)
+    return best_location

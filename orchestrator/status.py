@@ -1,16 +1,22 @@
-"""`s4op status`: where a search stands, read from the ledger and the folder (no Ray, no MLflow)."""
+"""`s4op status`: where a search stands, read from the ledger and the folder (no Ray, no MLflow).
+
+A search on an object store (`s3://...`) is read from its local working copy, refreshed from the
+store first (`orchestrator/remote.py::open_search`); disk use and the lock are the store's.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import socket
 from pathlib import Path
 
 from orchestrator import ledger
 from orchestrator.driver import CONFIG_NAME, META_NAME, read_meta, stage_dir
 from orchestrator.disk import disk_usage, folder_bytes
 from orchestrator.lock import pid_alive, read_lock
+from orchestrator.remote import localise_meta
 from search_spaces.errors import SearchStateError
 
 
@@ -35,11 +41,15 @@ def _starts(search_dir: Path, k: int) -> list[dict]:
     return out
 
 
-def search_status(search_dir: str | os.PathLike) -> dict:
-    """Plain-data status: stages done, trials, best so far, what is left, lock, disk used."""
+def search_status(search_dir: str | os.PathLike, *, work_dir: str | os.PathLike | None = None) -> dict:
+    """Plain-data status: stages done, trials, best so far, what is left, lock, disk used.
+
+    `search_dir`: a search folder or an s3:// / gs:// URI (its working copy under `work_dir`).
+    """
+    from orchestrator.remote import open_search
     from search_spaces.config import load_search_config
 
-    search_dir = Path(search_dir).resolve()
+    search_dir, store = open_search(search_dir, work_dir=work_dir, what="status")
     if not (search_dir / META_NAME).exists() or not (search_dir / CONFIG_NAME).exists():
         raise SearchStateError(f"{search_dir} is not a search folder (no {META_NAME} / {CONFIG_NAME}); "
                                "expected <storage>/<name> made by `s4op search`")
@@ -65,11 +75,21 @@ def search_status(search_dir: str | os.PathLike) -> dict:
     rated = [r for r in rows if r["status"] == "completed" and r["stage"] > 0]
     if rated:
         best = max(rated, key=lambda r: r["stage"])
-    owner = read_lock(search_dir)
-    running = bool(owner) and pid_alive(int(owner.get("pid", -1)))
+    if store is not None:
+        from orchestrator.lock import read_uri_lock
+        from workers.objectstore import join_uri
+
+        owner = read_uri_lock(join_uri(store.uri, "search.lock"))
+    else:
+        owner = read_lock(search_dir)
+    here = bool(owner) and owner.get("host") in (None, socket.gethostname())
+    running = bool(owner) and (pid_alive(int(owner.get("pid", -1))) if here else None)  # None: cannot tell
     n_trials = int(cfg.search.algorithm.samples) if cfg.search.algorithm.kind == "optuna" else len(cfg.seed_list)
+    usage = store.disk_usage() if store is not None else disk_usage(search_dir)
     return {
-        "search": meta.get("name"), "search_dir": str(search_dir), "tracking_uri": meta.get("tracking_uri"),
+        "search": meta.get("name"), "search_dir": store.uri if store is not None else str(search_dir),
+        "work_copy": str(search_dir) if store is not None else None,
+        "tracking_uri": localise_meta(meta, search_dir).get("tracking_uri"),
         "task": cfg.task.name, "model": cfg.model.kind, "mode": cfg.search.mode,
         "trials_per_stage": n_trials, "stages": rows,
         "trials": {"completed": int((trials["status"] == "completed").sum()),
@@ -77,8 +97,8 @@ def search_status(search_dir: str | os.PathLike) -> dict:
         "best_so_far": best, "left": left, "in_progress": current,
         "complete": not left and 0 in done,
         "driver": {"running": running, **(owner or {})} if owner else {"running": False},
-        "disk_bytes": folder_bytes(search_dir),
-        "disk": disk_usage(search_dir),
+        "disk_bytes": usage["total"] if store is not None else folder_bytes(search_dir),
+        "disk": usage,
     }
 
 
@@ -87,8 +107,12 @@ def format_status(st: dict) -> str:
     from orchestrator.view import summary_table
 
     lines = [f"search {st['search']} ({st['task']}, {st['model']}, {st['mode']}) in {st['search_dir']}"]
-    state = "complete" if st["complete"] else ("running" if st["driver"]["running"] else "stopped")
-    if st["driver"].get("pid") and st["driver"]["running"]:
+    running = st["driver"]["running"]
+    state = "complete" if st["complete"] else ("running" if running else "stopped")
+    if running is None and not st["complete"]:
+        state = f"locked by driver PID {st['driver'].get('pid')} on host {st['driver'].get('host')} (another host: " \
+                "running, or gone; `s4op resume --break-lock` takes over a dead host's lock)"
+    elif st["driver"].get("pid") and running:
         state += f" (driver PID {st['driver']['pid']} on {st['driver'].get('host')})"
     lines.append(f"state: {state}; trials completed {st['trials']['completed']}, failed {st['trials']['failed']}; "
                  f"{st['trials_per_stage']} trials per stage")
@@ -108,4 +132,6 @@ def format_status(st: dict) -> str:
     detail = (f" (checkpoints {parts['checkpoints'] / 1e6:.1f} MB, Tune state {parts['tune'] / 1e6:.1f} MB, "
               f"MLflow {parts['mlflow'] / 1e6:.1f} MB)") if parts else ""
     lines.append(f"disk used: {st['disk_bytes'] / 1e6:.1f} MB{detail}; MLflow: {st['tracking_uri']}")
+    if st.get("work_copy"):
+        lines.append(f"local working copy: {st['work_copy']}")
     return "\n".join(lines)

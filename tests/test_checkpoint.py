@@ -50,6 +50,36 @@ def test_round_trip_rebuilds_compacted_model(tmp_path, bypass, monkeypatch):
     assert any(g["weight_decay"] == 0.0 and g["lr"] == 0.001 for g in groups)  # SSM tags rebuilt
 
 
+def test_format_1_checkpoint_with_original_column_order_loads_to_the_same_model(tmp_path):
+    """Format 1 stored the identity-bypass mixing columns in original channel order; format 2 stores
+    them kept-first. A format-1 folder must load to a model with the same outputs."""
+    from safetensors.torch import load_file, save_file
+
+    model = _model("identity")
+    folder = save_checkpoint(model, tmp_path / "ckpt")
+    tensors = load_file(str(folder / "model.safetensors"))
+    for i, block in enumerate(model.blocks):
+        if not block.conv.dense:  # back to original order: column h holds channel h
+            order = block.conv.order
+            w = tensors[f"blocks.{i}.mix.weight"]  # (2H H) kept-first
+            original = torch.empty_like(w)
+            original[:, order] = w
+            tensors[f"blocks.{i}.mix.weight"] = original
+            assert not torch.equal(original, w)
+    save_file(tensors, str(folder / "model.safetensors"))
+    meta = json.loads((folder / "model.json").read_text())
+    assert meta["format_version"] == 2
+    meta["format_version"] = 1
+    (folder / "model.json").write_text(json.dumps(meta))
+    loaded, _ = load_checkpoint(folder)
+    x = torch.randint(1, 6, (2, 10))
+    assert torch.allclose(loaded(x), model(x), atol=1e-6)
+    meta["format_version"] = 3
+    (folder / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"format_version 3, expected one of 1, 2"):
+        load_checkpoint(folder)
+
+
 def test_masked_model_is_saved_compacted(tmp_path):
     torch.manual_seed(1)
     model = S4Model(ModelSpec(d_input=6, d_output=3, d_model=6, n_layers=3, d_state=4)).eval()

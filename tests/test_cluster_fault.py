@@ -36,7 +36,7 @@ from cluster.local import (
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-EPOCHS = 6
+EPOCHS = 12  # with reused warm workers an epoch takes ~0.3-0.6 s: keep the kill window several seconds wide
 
 
 def tiny_config(data_dir: Path, name: str, seeds=(7, 42)) -> dict:
@@ -44,7 +44,7 @@ def tiny_config(data_dir: Path, name: str, seeds=(7, 42)) -> dict:
     return {
         "name": name,
         "task": {"name": "listops", "data_dir": str(data_dir), "max_len": 96, "val_fraction": 0.2,
-                 "generate": {"train": 600, "val": 60, "test": 60, "seed": 0,
+                 "generate": {"train": 1200, "val": 60, "test": 60, "seed": 0,
                               "options": {"min_len": 30, "max_len": 90, "max_depth": 4, "max_args": 4}}},
         "model": {"kind": "s4d", "d_model": 32, "n_layers": 2, "d_state": 16, "dropout": 0.0,
                   "norm": "batch", "prenorm": False, "bidirectional": False, "pool": "mean"},

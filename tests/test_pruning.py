@@ -112,12 +112,22 @@ def test_pruned_channel_bypass_semantics():
     spec = _spec("s4d")
     u = torch.randn(2, H, 10)  # (B H L)
     identity = SSMConv(spec, kept=[1, 6], bypass="identity")
-    y = identity(u)
     pruned = [h for h in range(H) if h not in (1, 6)]
-    assert torch.equal(y[:, pruned], u[:, pruned])  # input forwarded unchanged
-    assert not torch.allclose(y[:, [1, 6]], u[:, [1, 6]])
+    assert identity.output_channels() == [1, 6] + pruned  # kept-first layout
+    for grad in (True, False):  # training path (cat) and in-place eval path
+        with torch.set_grad_enabled(grad):
+            y = identity(u)  # (B H L), kept-first
+        assert torch.equal(y[:, 2:], u[:, pruned])  # input forwarded unchanged
+        assert not torch.allclose(y[:, :2], u[:, [1, 6]])
+        assert torch.allclose(y[:, :2], identity.ssm(u[:, [1, 6]]))
     zero = SSMConv(spec, kept=[1, 6], bypass="zero")
     assert zero(u).shape == (2, 2, 10)
+    with torch.no_grad():  # in-place eval path == autograd path
+        assert torch.allclose(zero(u), zero.ssm(u[:, [1, 6]]))
+        assert torch.allclose(identity(u), torch.cat([identity.ssm(u[:, [1, 6]]), u[:, pruned]], 1))
+    v = u.transpose(1, 2).contiguous().transpose(1, 2)  # the same values as an L-major view
+    with torch.no_grad():
+        assert torch.equal(identity(v), identity(u)) and torch.equal(zero(v), zero(u))
 
 
 @pytest.mark.parametrize("bad,message", [

@@ -50,6 +50,7 @@ class CachedSSMConv(nn.Module):
         self.bypass = conv.bypass
         self.dense = len(conv.kept) == conv.channels
         self.register_buffer("kept", conv.kept.clone())  # (H_kept)
+        self.register_buffer("pruned", conv.pruned.clone())  # (H - H_kept), output after the kept rows
         self.register_buffer("k_real", k_f.real.contiguous())  # (H_kept L+1)
         self.register_buffer("k_imag", k_f.imag.contiguous())  # (H_kept L+1)
         self.register_buffer("D", conv.D.detach().clone())  # (H_kept)
@@ -66,7 +67,7 @@ class CachedSSMConv(nn.Module):
         y = y + self.D[:, None] * u_kept  # (B H_kept L)
         if self.bypass == "zero" or self.dense:
             return y
-        return u.index_copy(1, self.kept, y)  # (B H L)
+        return torch.cat([y, u.index_select(1, self.pruned)], dim=1)  # (B H L) kept-first
 
 
 class ScanSSMConv(nn.Module):
@@ -109,6 +110,7 @@ class ScanSSMConv(nn.Module):
         self.channels, self.bypass = conv.channels, conv.bypass
         self.dense = len(conv.kept) == conv.channels
         self.register_buffer("kept", conv.kept.clone())  # (H_kept)
+        self.register_buffer("pruned", conv.pruned.clone())  # (H - H_kept), output after the kept rows
         self.register_buffer("W", W.float().contiguous())  # (H_kept T T)
         for name, value in (("P", P), ("Q", Q)):
             self.register_buffer(f"{name}_real", value.real.float().contiguous())
@@ -140,7 +142,7 @@ class ScanSSMConv(nn.Module):
         y = y.reshape(B, -1, C * T)[..., :L] + self.D[:, None] * u_kept  # (B H_kept L)
         if self.bypass == "zero" or self.dense:
             return y
-        return u.index_copy(1, self.kept, y)  # (B H L)
+        return torch.cat([y, u.index_select(1, self.pruned)], dim=1)  # (B H L) kept-first
 
 
 FORMS = ("auto", "fft", "scan")
@@ -170,7 +172,7 @@ class Deployable(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Encoder -> blocks -> pool over all L positions -> decoder (S4Model.forward, lengths None,
         without its input validation, whose data-dependent checks cannot be exported)."""
-        h = self.model.encoder(x).transpose(1, 2)  # (B H L)
+        h = self.model.encoder(x).transpose(1, 2).contiguous()  # (B H L)
         for block in self.model.blocks:
             h = block(h)  # (B H L)
         pooled = h.mean(-1) if self.model.spec.pool == "mean" else h[..., -1]  # (B H)
@@ -207,6 +209,7 @@ class StreamingSSM(nn.Module):
         self.bypass = conv.bypass
         self.dense = len(conv.kept) == conv.channels
         self.register_buffer("kept", conv.kept.clone())  # (H_kept)
+        self.register_buffer("pruned", conv.pruned.clone())  # (H - H_kept), output after the kept rows
         for name, value in (("dA", dA), ("dB", dB), ("dC", dC)):
             self.register_buffer(f"{name}_real", value.real.float().contiguous())  # (H_kept N/2)
             self.register_buffer(f"{name}_imag", value.imag.float().contiguous())  # (H_kept N/2)
@@ -226,7 +229,7 @@ class StreamingSSM(nn.Module):
         new_state = torch.stack([nr, ni], dim=-1)  # (B H_kept N/2 2)
         if self.bypass == "zero" or self.dense:
             return y, new_state
-        return u.index_copy(1, self.kept, y), new_state  # (B H)
+        return torch.cat([y, u.index_select(1, self.pruned)], dim=1), new_state  # (B H) kept-first
 
 
 class Streaming(nn.Module):

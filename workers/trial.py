@@ -9,7 +9,11 @@ trial's model afterwards with exclusive use of the device (`orchestrator/stage_l
 `config` = {"seed": int, optional "alloc_base": float, "lr": float, "ctx": {...}} where ctx is
 built by the driver (`orchestrator/driver.py::trial_context`): search name and folder, stage,
 rate, parent checkpoint, the search config as a dict, tracking URI, experiment and stage run ids.
-MLflow failures are logged and never fail the trial: the ledger is the truth.
+The trial does not touch MLflow (nor import it): the driver opens its run and logs its per-epoch
+metrics from the Tune results (`orchestrator/trial_tracking.py`). Each worker process may run
+several trials in turn (Tune reuses actors), so nothing here may keep per-trial state in globals
+(the stage's data, loaded once per process, is the one thing kept).
+The final report carries `timings`: wall-clock phase ends of this trial (benchmarks read them).
 """
 
 from __future__ import annotations
@@ -30,14 +34,16 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def trial_name(config: dict) -> str:
-    """The ledger trial id: `seed-<s>` for grid stages, Tune's trial id for sampled ones."""
-    ctx = config["ctx"]
-    if ctx.get("algorithm", "grid") == "grid":
+def trial_name(config: dict, tune_trial_id: str | None = None) -> str:
+    """The ledger trial id: `seed-<s>` for grid stages, Tune's trial id for sampled ones (this
+    trial's own when `tune_trial_id` is not given: call it inside the trainable then)."""
+    if (config.get("ctx") or {}).get("algorithm", "grid") == "grid":
         return f"seed-{int(config['seed'])}"
-    from ray import tune
+    if tune_trial_id is None:
+        from ray import tune
 
-    return tune.get_context().get_trial_id()
+        tune_trial_id = tune.get_context().get_trial_id()
+    return str(tune_trial_id)
 
 
 def _record_start(stage_dir: Path, name: str, seed: int, resumed: bool, epoch) -> None:
@@ -89,6 +95,23 @@ def _save_epoch_checkpoint(model, state, epoch: int, extra: dict):
     return folder, tune.Checkpoint.from_directory(str(folder))
 
 
+_SPLITS: dict = {}  # {(task, data_dir, max_len, val_fraction, fingerprint): TaskSplits}, the last one loaded
+
+
+def _task_splits(task: dict, fingerprint: str):
+    """The stage's data, loaded once per worker process: a reused worker (Tune `reuse_actors`)
+    runs the stage's next trial on the same splits without reading and parsing the files again.
+    Batching copies rows out of the arrays (never writes to them), so sharing them is safe."""
+    from workers.data import load_task
+
+    key = (task["name"], str(task["data_dir"]), task.get("max_len"), task.get("val_fraction", 0.2), fingerprint)
+    if key not in _SPLITS:
+        _SPLITS.clear()
+        _SPLITS[key] = load_task(task["name"], task["data_dir"], max_len=task.get("max_len"),
+                                 val_fraction=task.get("val_fraction", 0.2))
+    return _SPLITS[key]
+
+
 def _injected_fault(ctx: dict, name: str) -> None:
     """Fault-injection hook for tests: S4OP_FAIL_TRIALS="<stage>/<trial>,..." makes those trials raise."""
     wanted = {x.strip() for x in os.environ.get("S4OP_FAIL_TRIALS", "").split(",") if x.strip()}
@@ -96,18 +119,31 @@ def _injected_fault(ctx: dict, name: str) -> None:
         raise RuntimeError(f"injected fault in stage {ctx['stage']} trial {name} (S4OP_FAIL_TRIALS)")
 
 
+def _process_started() -> float:
+    """Wall-clock time this worker process started (for the per-trial timing breakdown)."""
+    try:
+        import psutil
+
+        return float(psutil.Process().create_time())
+    except Exception:  # noqa: BLE001 - timings are informative only
+        return float("nan")
+
+
 def run_trial(config: dict) -> None:
     """Tune function trainable (see module docstring)."""
+    marks = {"process": _process_started(), "entry": time.time()}  # wall-clock phase ends, seconds
+    cpu0 = time.process_time()
     import torch
     from ray import tune
 
-    from orchestrator.tracking import Tracker, run_key
     from workers.checkpoint import load_checkpoint, save_checkpoint
-    from workers.data import load_task
     from workers.pruning import compact, count_parameters, kept_channels
     from workers.training import TrainState, evaluate, fit
 
-    ctx = config["ctx"]
+    marks["imports"] = time.time()
+    from workers.objectstore import with_working_copy
+
+    ctx = with_working_copy(config["ctx"])  # a trial restored by a driver with another working copy
     cfg = ctx["config"]
     finetune = cfg["search"]["finetune"]
     seed = int(config["seed"])
@@ -136,65 +172,53 @@ def run_trial(config: dict) -> None:
                 if (folder / "train_state").exists():
                     resumed_state = TrainState.load(folder / "train_state")
     _record_start(stage_dir, name, seed, checkpoint is not None, "final" if final is not None else start_epoch)
+    marks["restored"] = time.time()
     if final is not None:  # finished before the restart: report the same result again
         tune.report(final)
         return
 
-    tracker = None
-    if ctx.get("tracking_uri"):  # writes that still fail go to <search>/mlflow-outbox.jsonl
-        from orchestrator.outbox import outbox_path, queueing_tracker
-
-        tracker = queueing_tracker(ctx["tracking_uri"], outbox_path(ctx["search_dir"]), attempts=3)
-    run_id = None
-    if tracker is not None:
-        run_id = tracker.run(ctx["experiment_id"], run_key(ctx["search"], ctx["stage"], name), name=name,
-                             parent_run_id=ctx.get("stage_run_id"))
-        tracker.log_params(run_id, {
-            "rate": ctx["rate"], "stage": ctx["stage"], "seed": seed, "mode": cfg["search"]["mode"],
-            "allocation.policy": cfg["search"]["allocation"]["policy"], "allocation.base": alloc_base,
-            "allocation.layer": cfg["search"]["allocation"].get("layer"),
-            "selection.policy": cfg["search"]["selection"]["policy"],
-            "selection.score": cfg["search"]["selection"].get("score"), "bypass": cfg["search"]["bypass"],
-            "finetune.epochs": finetune["epochs"], "finetune.lr": lr,
-            "finetune.weight_decay": finetune["weight_decay"], "finetune.patience": finetune["patience"],
-            "finetune.batch_size": finetune["batch_size"], "parent_checkpoint": ctx["parent_checkpoint"],
-        })
-
     task = cfg["task"]
-    splits = load_task(task["name"], task["data_dir"], max_len=task.get("max_len"),
-                       val_fraction=task.get("val_fraction", 0.2))
+    splits = _task_splits(task, ctx.get("data_fingerprint", ""))
     length = int(splits.train.x.shape[1])
+    marks["data"] = time.time()
     if start_epoch == 0:
         parent, _ = load_checkpoint(ctx["parent_checkpoint"])
         kept = choose_kept(parent, ctx, seed, alloc_base, length)
         model = compact(parent, kept, bypass=cfg["search"]["bypass"])
         del parent
     kept = kept_channels(model)
-    if tracker is not None:
-        tracker.set_tags(run_id, {"s4op.kept": json.dumps(kept), "s4op.data_fingerprint": ctx.get("data_fingerprint", ""),
-                                  "s4op.kept_per_layer": json.dumps([len(k) for k in kept])})
 
     epoch_extra = {"stage": ctx["stage"], "seed": seed, "trial": name, "started_at": started_at}
+    marks["model"] = time.time()
+    report_s = {"checkpoint": 0.0, "tune_report": 0.0}
 
     def on_epoch(report) -> None:
+        t0 = time.time()
         folder, ckpt = _save_epoch_checkpoint(model, getattr(report, "state", None), report.epoch, epoch_extra)
+        t1 = time.time()
         try:
             tune.report({"epoch": int(report.epoch), "loss": float(report.train_loss),
                          "val_metric": float(report.val_metric), "final": False}, checkpoint=ckpt)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        if tracker is not None:
-            tracker.log_metrics(run_id, {"loss": report.train_loss, "val_metric": report.val_metric}, step=int(report.epoch))
+        report_s["checkpoint"] += t1 - t0
+        report_s["tune_report"] += time.time() - t1
 
     result = fit(model, splits, epochs=int(finetune["epochs"]), lr=lr, weight_decay=float(finetune["weight_decay"]),
                  batch_size=int(finetune["batch_size"]), patience=int(finetune["patience"]),
                  grad_clip=finetune.get("grad_clip"), seed=seed, on_epoch=on_epoch,
                  start_epoch=start_epoch, state=resumed_state)
+    marks["fit"] = time.time()
     batch = int(finetune["batch_size"])
     val_metric = float(evaluate(model, splits.val, splits.info, batch_size=batch))
     test_metric = float(evaluate(model, splits.test, splits.info, batch_size=batch))
     epochs_run = int(result.epochs_run)
+    marks["eval"] = time.time()
     model_dir = stage_dir / "trials" / name / "model"
+    if ctx.get("search_uri"):  # object store: the driver and the next stage read the model from there
+        from workers.objectstore import join_uri
+
+        model_dir = join_uri(ctx["search_uri"], "stages", f"stage-{ctx['stage']}", "trials", name, "model")
     params = int(count_parameters(model))
     save_checkpoint(model, model_dir, task=task["name"], data_fingerprint=ctx.get("data_fingerprint"),
                     metrics={"val_metric": val_metric, "test_metric": test_metric},
@@ -203,15 +227,12 @@ def run_trial(config: dict) -> None:
     final = {
         "final": True, "trial": name, "seed": seed, "alloc_base": alloc_base, "lr": lr,
         "val_metric": val_metric, "test_metric": test_metric, "params": params, "kept": json.dumps(kept),
-        "epochs_run": int(epochs_run), "model_dir": str(model_dir), "mlflow_run_id": run_id or "",
+        "epochs_run": int(epochs_run), "model_dir": str(model_dir),
         "started_at": started_at, "ended_at": _now(), "node": socket.gethostname(),
     }
-    if tracker is not None:
-        tracker.log_metrics(run_id, {"final_val_metric": val_metric, "final_test_metric": test_metric, "params": params})
-        kept_file = Path(tempfile.mkdtemp(prefix="s4op-kept-")) / "kept.json"
-        kept_file.write_text(json.dumps(kept))
-        tracker.log_artifact(run_id, kept_file)
-        shutil.rmtree(kept_file.parent, ignore_errors=True)
+    marks["saved"] = time.time()
+    final["timings"] = json.dumps({"marks": marks, "per_epoch_s": report_s, "cpu_s": time.process_time() - cpu0,
+                                   "pid": os.getpid()})
     folder = Path(tempfile.mkdtemp(prefix="s4op-final-"))
     (folder / FINAL_MARKER).write_text(json.dumps(final))
     try:

@@ -63,7 +63,7 @@ class S4Model(nn.Module):
     # ---- convolution mode ----------------------------------------------------------------------
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Encoder + blocks: x -> (B H L)."""
-        h = self.encoder(x).transpose(1, 2)  # (B H L)
+        h = self.encoder(x).transpose(1, 2).contiguous()  # (B H L); L-contiguous rows for FFTs and channel gathers
         for block in self.blocks:
             h = block(h)  # (B H L)
         return h

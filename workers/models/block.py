@@ -2,7 +2,8 @@
 
   z = norm(x) if prenorm else x
   z = SSMConv(z)                        # K * z + D z per kept channel; bypass for pruned ones
-  z = GLU(Linear(dropout(GELU(z))))     # Linear(H_out, 2H), H_out = H or H_kept (zero bypass)
+  z = GLU(Linear(dropout(GELU(z))))     # Linear(H_out, 2H), H_out = H or H_kept (zero bypass);
+                                        # its columns follow SSMConv.output_channels() (kept-first)
   x = x + z;  x = norm(x) if postnorm
 """
 
@@ -68,22 +69,21 @@ class S4Block(nn.Module):
         return (x if self.prenorm else self.norm.step(x)), state
 
     def compacted(self, spec: ModelSpec, kept: list[int], bypass: str) -> "S4Block":
-        """A copy of this block whose SSMConv holds only `kept`; zero bypass drops mixing columns."""
+        """A copy of this block whose SSMConv holds only `kept`; the mixing Linear's columns follow
+        the new conv's output channels (kept-first for identity bypass, kept only for zero)."""
         import copy
 
         new = copy.deepcopy(self, memo={id(self.conv): None})  # the conv is rebuilt below, not copied
         new.conv = self.conv.compacted(spec, kept, bypass)
-        if bypass == "zero":
-            if self.conv.bypass == "zero":
-                old_cols = self.conv.kept.tolist()
-            else:
-                old_cols = list(range(self.conv.channels))
-            position = {k: i for i, k in enumerate(old_cols)}
-            cols = torch.tensor([position[k] for k in sorted(kept)], dtype=torch.long,
-                                device=self.mix.weight.device)
+        old_out, new_out = self.conv.output_channels(), new.conv.output_channels()
+        if new_out != old_out:
+            position = {k: i for i, k in enumerate(old_out)}
+            cols = torch.tensor([position[k] for k in new_out], dtype=torch.long, device=self.mix.weight.device)
             mix = nn.Linear(len(cols), self.mix.out_features).to(self.mix.weight.device, self.mix.weight.dtype)
             with torch.no_grad():
-                mix.weight.copy_(self.mix.weight[:, cols])
+                mix.weight.copy_(self.mix.weight[:, cols])  # (2H H_out)
                 mix.bias.copy_(self.mix.bias)
+            mix.weight.requires_grad_(self.mix.weight.requires_grad)
+            mix.bias.requires_grad_(self.mix.bias.requires_grad)
             new.mix = mix
         return new

@@ -8,6 +8,12 @@ The layer was built for `channels` (H) channels and holds SSM parameters only fo
 An optional `mask` (bool over the held channels) turns held channels off without removing their
 parameters: that is the masked reference of `workers.pruning.masked`.
 
+Output layout with identity bypass: the H output channels come kept-first, `order` = kept + pruned
+(original numbering, each part sorted), and the block's mixing Linear holds its columns in that
+order (`output_channels()`; `S4Block.compacted` permutes them). The layer then never scatters: in
+eval it gathers u into the output once and overwrites the kept rows in place with the SSM output,
+so a pruned channel costs one row copy and nothing else. A dense layer keeps the original order.
+
 In eval mode with gradients off, fft(K) is cached per length L; the cache key holds `training`
 and each kernel parameter's and buffer's (data_ptr, _version, dtype, device), so optimiser steps, `load_state_dict`,
 `train()` and `.to()` all invalidate it. `kernel_mode = "per-forward"` disables the cache.
@@ -62,6 +68,9 @@ class SSMConv(nn.Module):
         self.channels = H
         self.bypass = bypass
         self.register_buffer("kept", torch.tensor(kept, dtype=torch.long))  # (H_kept)
+        pruned = sorted(set(range(H)) - set(kept))
+        self.register_buffer("pruned", torch.tensor(pruned, dtype=torch.long), persistent=False)  # (H - H_kept)
+        self.register_buffer("order", torch.tensor(kept + pruned, dtype=torch.long), persistent=False)  # (H)
         self.kernel = build_kernel(spec, len(kept)) if kernel is None else kernel
         self.D = nn.Parameter(torch.randn(len(kept)))  # (H_kept)
         self.register_buffer("mask", None, persistent=False)  # (H_kept) bool; only on masked references
@@ -97,11 +106,15 @@ class SSMConv(nn.Module):
         """Width of the output: H for identity bypass, H_kept for zero bypass."""
         return self.channels if self.bypass == "identity" else len(self.kept)
 
+    def output_channels(self) -> list[int]:
+        """The original channel of each output position: kept + pruned (identity), kept (zero)."""
+        return self.order.tolist() if self.bypass == "identity" else self.kept.tolist()
+
     # ---- kernel and its cache ------------------------------------------------------------------
     def _cache_key(self, L: int) -> tuple:
-        return (L, self.training) + tuple(
-            (p.data_ptr(), p._version, p.dtype, p.device)
-            for p in [*self.kernel.parameters(), *self.kernel.buffers()])
+        tensors = [t for mod in self.kernel.modules()  # read each call: replaced tensors count too
+                   for t in (*mod._parameters.values(), *mod._buffers.values()) if t is not None]
+        return (L, self.training) + tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
 
     def kernel_fft(self, L: int) -> torch.Tensor:
         """fft of the kernel for length L, cached in eval mode without gradients.  # (H_kept L+1)"""
@@ -132,19 +145,39 @@ class SSMConv(nn.Module):
         k_f = self.kernel_fft(L)  # (H_kept L+1)
         u_f = torch.fft.rfft(u, n=2 * L)  # (B H_kept L+1)
         y = torch.fft.irfft(u_f * k_f, n=2 * L)[..., :L]  # (B H_kept L)
-        return y + self.D[:, None] * u  # (B H_kept L)
+        return torch.addcmul(y, self.D[:, None], u)  # (B H_kept L)
+
+    def ssm_(self, u: torch.Tensor) -> torch.Tensor:
+        """In place, without autograd: u (B H_kept L) <- K * u + D u; returns u."""
+        L = u.shape[-1]
+        u_f = torch.fft.rfft(u, n=2 * L)  # (B H_kept L+1)
+        y = torch.fft.irfft(u_f * self.kernel_fft(L), n=2 * L)[..., :L]  # (B H_kept L)
+        return torch.addcmul(y, self.D[:, None], u, out=u)  # (B H_kept L), one pass
+
+    def _off(self, y_kept: torch.Tensor, u_kept: torch.Tensor) -> torch.Tensor:
+        """The masked reference: held channels outside the mask bypass (identity) or give 0 (zero)."""
+        if self.mask is None:
+            return y_kept
+        fill = u_kept if self.bypass == "identity" else torch.zeros_like(u_kept)  # (B H_kept ...)
+        mask = self.mask.view(-1, *([1] * (y_kept.dim() - 2)))  # (H_kept 1...)
+        return torch.where(mask, y_kept, fill)  # (B H_kept ...)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        """u (B H L) -> y (B H L) for identity bypass, (B H_kept L) for zero bypass."""
-        u_kept = u if self.dense else u.index_select(1, self.kept)  # (B H_kept L)
-        y_kept = self.ssm(u_kept)  # (B H_kept L)
-        if self.mask is not None:
-            off = ~self.mask[:, None]  # (H_kept 1)
-            fill = u_kept if self.bypass == "identity" else torch.zeros_like(u_kept)  # (B H_kept L)
-            y_kept = torch.where(off, fill, y_kept)  # (B H_kept L)
-        if self.bypass == "zero" or self.dense:
-            return y_kept
-        return u.index_copy(1, self.kept, y_kept)  # (B H L), pruned channels = u
+        """u (B H L) -> y (B H L) for identity bypass (kept-first order), (B H_kept L) for zero bypass."""
+        if not self.dense:  # gathering channel rows of an L-major view is ~40x slower than of rows
+            u = u.contiguous()  # (B H L)
+        if self.dense or self.bypass == "zero":
+            u_kept = u if self.dense else u.index_select(1, self.kept)  # (B H_kept L)
+            if not self.dense and self.mask is None and not torch.is_grad_enabled():
+                return self.ssm_(u_kept)  # (B H_kept L): the gathered copy is overwritten in place
+            return self._off(self.ssm(u_kept), u_kept)  # (B H_out L)
+        if self.mask is None and not torch.is_grad_enabled():
+            out = u.index_select(1, self.order)  # (B H L): kept rows first, pruned rows = u
+            self.ssm_(out[:, : len(self.kept)])  # kept rows overwritten in place
+            return out  # (B H L)
+        u_kept = u.index_select(1, self.kept)  # (B H_kept L)
+        y_kept = self._off(self.ssm(u_kept), u_kept)  # (B H_kept L)
+        return torch.cat([y_kept, u.index_select(1, self.pruned)], dim=1)  # (B H L), pruned channels = u
 
     # ---- step (recurrent) mode -----------------------------------------------------------------
     def default_state(self, batch: int) -> torch.Tensor:
@@ -158,13 +191,10 @@ class SSMConv(nn.Module):
         dA, dB, dC = self.kernel.discrete()  # (H_kept N/2) each
         u_kept = u if self.dense else u.index_select(1, self.kept)  # (B H_kept)
         state = dA * state + dB * u_kept[..., None]  # (B H_kept N/2)
-        y_kept = (dC * state).sum(-1).real + self.D * u_kept  # (B H_kept)
-        if self.mask is not None:
-            fill = u_kept if self.bypass == "identity" else torch.zeros_like(u_kept)  # (B H_kept)
-            y_kept = torch.where(self.mask, y_kept, fill)  # (B H_kept)
+        y_kept = self._off((dC * state).sum(-1).real + self.D * u_kept, u_kept)  # (B H_kept)
         if self.bypass == "zero" or self.dense:
             return y_kept, state
-        return u.index_copy(1, self.kept, y_kept), state  # (B H)
+        return torch.cat([y_kept, u.index_select(1, self.pruned)], dim=1), state  # (B H) kept-first
 
     # ---- compaction ----------------------------------------------------------------------------
     def compacted(self, spec: ModelSpec, kept: list[int], bypass: str) -> "SSMConv":
@@ -177,7 +207,6 @@ class SSMConv(nn.Module):
         with torch.no_grad():
             new.D.copy_(self.D[torch.tensor(idx, dtype=torch.long, device=self.D.device)])
         new.D.requires_grad_(self.D.requires_grad)
-        new.kept = new.kept.to(self.kept.device)
         new.kernel_mode = self.kernel_mode
         new.train(self.training)
         return new
