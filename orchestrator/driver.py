@@ -452,6 +452,32 @@ def _tuner(ctx: SearchContext, k: int, trial_ctx: dict, view_callback):
     )
 
 
+def _ended_stage_results(ctx: SearchContext, k: int):
+    """The results of an interrupted stage k whose trials had all finished before the driver died,
+    or None. Tune's restore can then leave its searcher unfinished (its state and the experiment
+    state are saved separately, and on an object store uploaded separately), and `fit()` would wait
+    forever for a next trial; the finished trials' results are read from the experiment state."""
+    from ray.tune import ExperimentAnalysis, Tuner
+    from ray.tune.result_grid import ResultGrid
+
+    s = ctx.cfg.search
+    path, fs = stage_dir(ctx.search_dir, k), None
+    if ctx.store is not None:
+        path, _, fs = ctx.store.tune_storage(k)
+    if not Tuner.can_restore(str(path), storage_filesystem=fs):
+        return None
+    try:
+        grid = ResultGrid(ExperimentAnalysis(str(path), storage_filesystem=fs))
+    except Exception as exc:  # noqa: BLE001 - an unreadable state: let Tune's own restore decide
+        log.debug("stage %d: restored results not readable (%s)", k, exc)
+        return None
+    expected = len(ctx.cfg.seed_list) if s.algorithm.kind == "grid" else int(s.algorithm.samples)
+    if len(grid) >= expected and all((r.metrics or {}).get("final") for r in grid):
+        ctx.view.note(f"stage {k}: every trial had finished before the interruption; not running it again")
+        return grid
+    return None
+
+
 def _trial_rows(ctx: SearchContext, k: int, rate: float, trial_ctx: dict, grid) -> list[dict]:
     rows = []
     for result in grid:
@@ -497,7 +523,8 @@ def _run_stage(ctx: SearchContext, k: int, rate: float, parent: str) -> str:
     ctx.tracker.log_params(stage_run, {"parent_checkpoint": parent})
     trial_ctx = trial_context(ctx, k, rate, parent, stage_run, float(cfg.resources.cpu))
     stage_dir(search_dir, k).mkdir(parents=True, exist_ok=True)
-    grid = _tuner(ctx, k, trial_ctx, ViewCallback()).fit()
+    tuner = _tuner(ctx, k, trial_ctx, ViewCallback())
+    grid = _ended_stage_results(ctx, k) or tuner.fit()
     rows = _trial_rows(ctx, k, rate, trial_ctx, grid)
     track_stage_trials(ctx.tracker, trial_ctx, rows)  # run ids, final metrics and kept of each trial
     ok = {r["trial_id"]: r["checkpoint"] for r in rows if r["status"] == "completed"}
