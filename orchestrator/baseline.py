@@ -157,9 +157,17 @@ class _Run:
             else:
                 experiment_id = self._experiment()
             tags = {**tags, "mlflow.runName": self.name}
-            if self.parent_run_id:
+            run = None
+            if self.parent_run_id:  # inside a search: found-or-created, so a resumed search reuses it
+                from orchestrator.tracking import KEY_TAG
+
                 tags["mlflow.parentRunId"] = self.parent_run_id
-            run = self.client.create_run(experiment_id, run_name=self.name, tags=tags)
+                tags[KEY_TAG] = f"{self.parent_run_id}/{self.name}"
+                found = self.client.search_runs([experiment_id], f"tags.`{KEY_TAG}` = '{tags[KEY_TAG]}'",
+                                                max_results=1)
+                run = found[0] if found else None
+            if run is None:
+                run = self.client.create_run(experiment_id, run_name=self.name, tags=tags)
         except S4opError:
             raise
         except Exception as exc:  # unreachable server, unwritable sqlite file, unknown parent

@@ -51,7 +51,7 @@ def test_three_stage_two_seed_search_completes(uninterrupted):
     # MLflow: search -> stage -> trial, one run per key
     runs = mlflow_runs(search_dir)
     keyed = {r.data.tags["s4op.key"]: r for r in runs if "s4op.key" in r.data.tags}
-    assert len(keyed) == sum("s4op.key" in r.data.tags for r in runs) == 1 + 4 + 6
+    assert len(keyed) == sum("s4op.key" in r.data.tags for r in runs) == 1 + 1 + 4 + 6  # + baseline training
     root = keyed["tiny"].info.run_id
     for k in (1, 2, 3):
         stage_run = keyed[f"tiny/stage-{k}"]
@@ -113,4 +113,4 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, data_
     assert len(starts(search_dir, 3)) == 2
     runs = mlflow_runs(search_dir)
     keys = [r.data.tags["s4op.key"] for r in runs if "s4op.key" in r.data.tags]
-    assert len(keys) == len(set(keys)) == 1 + 4 + 6
+    assert len(keys) == len(set(keys)) == 1 + 1 + 4 + 6  # + baseline training
