@@ -405,6 +405,15 @@ def trial_context(ctx: SearchContext, k: int, rate: float, parent: str, stage_ru
     }
 
 
+def _tune_storage(ctx: SearchContext, k: int):
+    """(experiment path, storage_path, pyarrow filesystem or None) of stage k's Tune experiment:
+    the object store when the search lives there, else `stages/stage-<k>` of the search folder."""
+    if ctx.store is not None:  # Tune's state and trial checkpoints live in the object store
+        return ctx.store.tune_storage(k)
+    path = stage_dir(ctx.search_dir, k)
+    return path, str(path.parent), None
+
+
 def _tuner(ctx: SearchContext, k: int, trial_ctx: dict, view_callback):
     """A new Tuner for stage k, or the interrupted one restored from `stages/stage-<k>`."""
     from ray import tune
@@ -415,9 +424,7 @@ def _tuner(ctx: SearchContext, k: int, trial_ctx: dict, view_callback):
     cfg, s = ctx.cfg, ctx.cfg.search
     resources = {"cpu": float(cfg.resources.cpu), "gpu": float(cfg.resources.gpu)}
     trainable = tune.with_resources(run_trial, resources)
-    path, storage_path, fs = stage_dir(ctx.search_dir, k), str(stage_dir(ctx.search_dir, k).parent), None
-    if ctx.store is not None:  # Tune's state and trial checkpoints live in the object store
-        path, storage_path, fs = ctx.store.tune_storage(k)
+    path, storage_path, fs = _tune_storage(ctx, k)
     if s.algorithm.kind == "optuna":
         lr = float(s.finetune.lr)
         param_space = {"seed": tune.choice(cfg.seed_list), "alloc_base": tune.uniform(1.25, 3.0),
@@ -461,9 +468,7 @@ def _ended_stage_results(ctx: SearchContext, k: int):
     from ray.tune.result_grid import ResultGrid
 
     s = ctx.cfg.search
-    path, fs = stage_dir(ctx.search_dir, k), None
-    if ctx.store is not None:
-        path, _, fs = ctx.store.tune_storage(k)
+    path, _, fs = _tune_storage(ctx, k)
     if not Tuner.can_restore(str(path), storage_filesystem=fs):
         return None
     try:
