@@ -6,9 +6,13 @@ Tune stage with 2 concurrent trials (embedded Ray already started, MLflow on sql
 driver's `TrialTracking` callback), timed from `_tuner(...).fit()` to the end of the stage's trial
 MLflow writes (`track_stage_trials`). Prints the wall-clock ratio (b)/(a) and the per-trial overhead
 = ((b) - (a)/2) / (S/2): the extra wall time each of the S/2 trial slots costs beyond ideal 2-way
-parallelism. (a2) runs the same trials in 2 plain forked processes (no Ray, no Tune): ((a2) -
-(a)/2) / (S/2) is what two trials sharing this machine's cores, caches and memory bandwidth cost
-by themselves, and ((b) - (a2)) / (S/2) what Tune adds on top. Then `breakdown`, which splits that overhead (seconds per trial, summing to it) into
+parallelism. (a) runs first and again last, and their mean is used: this VM's speed drifts by a few
+% over minutes, which would otherwise count against (b) (the first-(a)-only figure is printed too).
+(a2) runs the same trials in 2 plain forked processes (no Ray, no Tune): ((a2) - (a)/2) / (S/2) is
+what two trials sharing this machine's cores, caches and memory bandwidth cost by themselves, and
+((b) - (a2)) / (S/2) what Tune adds on top. Before (b) it waits for Ray's idle workers to settle,
+as in a search, where Ray is up during stage 0. Then `breakdown`, which splits that overhead
+(seconds per trial, summing to it) into
 stage start, gaps between trials, stage end and time inside the trainable beyond (a), from the
 wall-clock phase marks every trial reports (`timings` in its final result), plus the CPU seconds
 the driver and Ray's own processes used during (b).
@@ -132,6 +136,7 @@ def main() -> None:
     from orchestrator.trial_tracking import track_stage_trials
     from orchestrator.tracking import Tracker
     from orchestrator.view import SearchView, ViewCallback
+    from orchestrator.warm_workers import wait_for_idle_workers
     from search_spaces.config import SearchConfig
     from workers.checkpoint import save_checkpoint
     from workers.pruning import compact
@@ -180,13 +185,14 @@ def main() -> None:
         save_checkpoint(model, folder / "final" / str(seed))
         return time.perf_counter() - t1, fit_s
 
-    t0 = time.perf_counter()
-    per_trial_a, fit_a = [], []
-    for seed in seeds:
-        trial_s, fit_s = plain_trial(seed, tmp / "seq")
-        per_trial_a.append(trial_s)
-        fit_a.append(fit_s)
-    wall_a = time.perf_counter() - t0
+    def sequential() -> tuple[float, list[float]]:
+        """(a): every trial in turn in this process; (wall seconds, fit seconds per trial)."""
+        t0, fits = time.perf_counter(), []
+        for seed in seeds:
+            fits.append(plain_trial(seed, tmp / "seq")[1])
+        return time.perf_counter() - t0, fits
+
+    wall_a_before, fit_a_before = sequential()
 
     # (a2) the same trials in 2 plain forked processes (no Ray, no Tune): what 2-way concurrency
     # costs on this machine by itself (the two trials share caches and memory bandwidth)
@@ -207,6 +213,8 @@ def main() -> None:
     ctx = SearchContext(search_dir, cfg, "bench", meta["tracking_uri"], tracker, exp, None, splits=splits,
                         fingerprint=fp, view=SearchView(n_stages=1, live=False))
     ctx.ray = start_ray("local", num_cpus=2)
+    if not wait_for_idle_workers(2):  # Ray up, its idle workers warm: as in a search once its stage 0 is done
+        print("note: Ray's idle workers had not settled after 60 s")
     trial_ctx = trial_context(ctx, 1, 0.5, str(parent), None, 1.0)
     cpu_before = ray_cpu_seconds()
     t0, fit_start = time.perf_counter(), time.time()
@@ -221,12 +229,18 @@ def main() -> None:
 
     ray.shutdown()
     lock.release()
+    # (a) again after (b): the machine's speed drifts by several % over minutes here, and (a), (a2),
+    # (b) always run in that order; the mean of (a) before and after cancels a linear drift
+    wall_a_after, fit_a_after = sequential()
+    wall_a, fit_a = (wall_a_before + wall_a_after) / 2, [(x + y) / 2 for x, y in zip(fit_a_before, fit_a_after)]
     S = len(seeds)
     result = {
         "trials": S, "epochs": args.epochs, "train_examples": args.train, "d_model": args.d_model,
         "max_len": args.max_len, "mean_trial_s_sequential": wall_a / S, "wall_sequential_s": wall_a,
         "wall_tune_s": wall_b, "mean_fit_s_sequential": sum(fit_a) / S, "ratio_tune_over_sequential": wall_b / wall_a,
         "per_trial_overhead_s": (wall_b - wall_a / 2) / (S / 2), "tune_trials_completed": ok,
+        "wall_sequential_before_s": wall_a_before, "wall_sequential_after_s": wall_a_after,
+        "per_trial_overhead_vs_a_before_only_s": (wall_b - wall_a_before / 2) / (S / 2),
         "wall_plain_parallel_s": wall_a2, "mean_fit_s_plain_parallel": sum(fit_a2) / S,
         "per_trial_overhead_of_2way_sharing_s": (wall_a2 - wall_a / 2) / (S / 2),
         "per_trial_overhead_of_tune_s": (wall_b - wall_a2) / (S / 2),

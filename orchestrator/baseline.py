@@ -65,11 +65,12 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def train_baseline(cfg, out_dir: str | os.PathLike, *, tracking_uri: str | None = None, console=None,
-                   parent_run_id: str | None = None, device: str = "cpu") -> Path:
+                   parent_run_id: str | None = None, run_key: str | None = None, device: str = "cpu") -> Path:
     """Train `cfg`'s dense baseline into `out_dir` (the checkpoint folder); returns its path.
 
     tracking_uri: MLflow store (default: absolute sqlite file in out_dir); parent_run_id: tag the
-    run as a child (it is then created in the parent's experiment, else in `s4op-train`);
+    run as a child (it is then created in the parent's experiment, else in `s4op-train`); run_key:
+    the run's `s4op.key` inside a search (found-or-created, so a resumed search reuses the run);
     console: a rich Console for progress (default: stdout).
     """
     from rich.console import Console
@@ -96,7 +97,7 @@ def train_baseline(cfg, out_dir: str | os.PathLike, *, tracking_uri: str | None 
                   f"majority val {info.metric} {majority:.3f}; data {data_s:.1f}s)")
 
     tracker = _Run(tracking_uri or default_tracking_uri(out_dir), out_dir, parent_run_id,
-                   name=f"{cfg.name}-baseline")
+                   name=f"{cfg.name}-baseline", key=run_key)
     tracker.start(params={**flatten(cfg.model_dump(mode="json")), "model.params": n_params},
                   tags={"s4op.kind": "baseline", "s4op.config": cfg.name, "s4op.task": info.name,
                         "s4op.data_fingerprint": data_fp})
@@ -140,8 +141,8 @@ def train_baseline(cfg, out_dir: str | os.PathLike, *, tracking_uri: str | None 
 class _Run:
     """One MLflow run through an explicit client (no global active run, safe inside a driver)."""
 
-    def __init__(self, uri: str, out_dir: Path, parent_run_id: str | None, *, name: str):
-        self.uri, self.out_dir, self.parent_run_id, self.name = uri, out_dir, parent_run_id, name
+    def __init__(self, uri: str, out_dir: Path, parent_run_id: str | None, *, name: str, key: str | None = None):
+        self.uri, self.out_dir, self.parent_run_id, self.name, self.key = uri, out_dir, parent_run_id, name, key
         self.run_id: str | None = None
         self.client = None
 
@@ -158,11 +159,12 @@ class _Run:
                 experiment_id = self._experiment()
             tags = {**tags, "mlflow.runName": self.name}
             run = None
-            if self.parent_run_id:  # inside a search: found-or-created, so a resumed search reuses it
+            if self.parent_run_id:
+                tags["mlflow.parentRunId"] = self.parent_run_id
+            if self.key:  # inside a search: found-or-created, so a resumed search reuses it
                 from orchestrator.tracking import KEY_TAG
 
-                tags["mlflow.parentRunId"] = self.parent_run_id
-                tags[KEY_TAG] = f"{self.parent_run_id}/{self.name}"
+                tags[KEY_TAG] = self.key
                 found = self.client.search_runs([experiment_id], f"tags.`{KEY_TAG}` = '{tags[KEY_TAG]}'",
                                                 max_results=1)
                 run = found[0] if found else None

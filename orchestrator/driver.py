@@ -86,8 +86,13 @@ def start_ray(address: str | None, *, num_cpus: int | None = None) -> RayHandle:
     common = dict(include_dashboard=False, log_to_driver=bool(os.environ.get("S4OP_RAY_LOGS")),
                   configure_logging=True, logging_level=logging.WARNING)
     if address in (None, "", "local"):
+        from orchestrator import warm_workers
+
         cpus = int(num_cpus or os.environ.get("S4OP_NUM_CPUS") or len(os.sched_getaffinity(0)))
-        ray.init(address="local", num_cpus=cpus, object_store_memory=200 * 1024**2, **common)
+        inherited = warm_workers.prepare()  # the environment the embedded Ray's workers inherit
+        ray.init(address="local", num_cpus=cpus, object_store_memory=200 * 1024**2,
+                 _system_config=warm_workers.system_config(cpus), **common)
+        warm_workers.install(inherited)  # trial actors may then start in Ray's idle, warm workers
     else:
         ray.init(address=address, **common)
     return RayHandle(True, int(ray.cluster_resources().get("CPU", 1)))
@@ -253,8 +258,11 @@ def run_locked(search_dir: Path, cfg, meta: dict, *, address, view, num_cpus) ->
         if ctx.ray is not None and ctx.ray.started_here:
             import ray
 
+            from orchestrator import warm_workers
+
             global _RAY_STARTED_HERE
             ray.shutdown()
+            warm_workers.uninstall()
             _RAY_STARTED_HERE = False
     return search_dir
 
@@ -322,7 +330,8 @@ def _stage0(ctx: SearchContext) -> str:
     else:
         from orchestrator.baseline import train_baseline
 
-        checkpoint = Path(train_baseline(cfg, target, tracking_uri=ctx.tracking_uri, parent_run_id=stage_run))
+        checkpoint = Path(train_baseline(cfg, target, tracking_uri=ctx.tracking_uri, parent_run_id=stage_run,
+                                               run_key=run_key(ctx.name, 0, "baseline")))
     model, _ = load_checkpoint(checkpoint)
     batch = cfg.search.finetune.batch_size
     val = float(evaluate(model, ctx.splits.val, ctx.splits.info, batch_size=batch))

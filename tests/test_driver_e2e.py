@@ -53,6 +53,9 @@ def test_three_stage_two_seed_search_completes(uninterrupted):
     keyed = {r.data.tags["s4op.key"]: r for r in runs if "s4op.key" in r.data.tags}
     assert len(keyed) == sum("s4op.key" in r.data.tags for r in runs) == 1 + 1 + 4 + 6  # + baseline training
     root = keyed["tiny"].info.run_id
+    baseline = keyed["tiny/stage-0/baseline"]
+    assert baseline.data.tags["mlflow.parentRunId"] == keyed["tiny/stage-0"].info.run_id
+    assert baseline.info.status == "FINISHED" and "final_val_metric" in baseline.data.metrics
     for k in (1, 2, 3):
         stage_run = keyed[f"tiny/stage-{k}"]
         assert stage_run.data.tags["mlflow.parentRunId"] == root

@@ -62,7 +62,9 @@ def test_search_against_a_real_mlflow_server(tmp_path, server):
     exp = client.get_experiment_by_name("tiny")
     runs = client.search_runs([exp.experiment_id])
     keyed = {r.data.tags["s4op.key"]: r for r in runs if "s4op.key" in r.data.tags}
-    assert set(keyed) == {"tiny", "tiny/stage-0", "tiny/stage-1", "tiny/stage-1/seed-7", "tiny/stage-1/seed-42"}
+    assert set(keyed) == {"tiny", "tiny/stage-0", "tiny/stage-0/baseline", "tiny/stage-1", "tiny/stage-1/seed-7",
+                          "tiny/stage-1/seed-42"}
+    assert keyed["tiny/stage-0/baseline"].data.tags["mlflow.parentRunId"] == keyed["tiny/stage-0"].info.run_id
     assert keyed["tiny/stage-1"].data.tags["mlflow.parentRunId"] == keyed["tiny"].info.run_id
     for seed in (7, 42):
         trial = keyed[f"tiny/stage-1/seed-{seed}"]
