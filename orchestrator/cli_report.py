@@ -19,6 +19,7 @@ from typing import List, Optional
 
 import typer
 
+from orchestrator import ledger
 from search_spaces.errors import CheckpointError, ConfigError, S4opError, SearchStateError
 
 EXPORT_TOLERANCE = 1e-4
@@ -73,7 +74,7 @@ def parse_rate(rate: float) -> float:
     return rate / 100.0 if rate >= 1.0 else rate
 
 
-def stage_for_rate(search, rate: float) -> dict:
+def stage_for_rate(search, rate: float) -> ledger.StageRow:
     """The completed stage row searched at `rate` (ConfigError naming the rates searched if none)."""
     stages = search.stages
     hit = stages[(stages["rate"] - rate).abs() < 1e-6]
@@ -81,21 +82,21 @@ def stage_for_rate(search, rate: float) -> dict:
         have = ", ".join(f"{r:g}" for r in stages["rate"])
         raise ConfigError(f"--rate {rate:g}: not a completed stage of search {search.name!r} "
                           f"({search.folder}); expected one of {have}")
-    return hit.iloc[0].to_dict()
+    return ledger.rows_of(hit.iloc[:1], ledger.StageRow)[0]
 
 
-def verified_checkpoint(search, row: dict) -> Path:
+def verified_checkpoint(search, row: ledger.StageRow) -> Path:
     """The stage's checkpoint folder, after checking its sha256 against the ledger."""
     from workers.checkpoint import checkpoint_sha256
 
-    folder = _resolve_checkpoint(search.folder, row.get("checkpoint"))
+    folder = _resolve_checkpoint(search.folder, row.checkpoint)
     if folder is None:
-        raise SearchStateError(f"{search.folder}/ledger/stages.parquet: stage {row['stage']} has no checkpoint")
+        raise SearchStateError(f"{search.folder}/ledger/stages.parquet: stage {row.stage} has no checkpoint")
     actual = checkpoint_sha256(folder)  # CheckpointError if files are missing
-    expected = row.get("checkpoint_sha256")
+    expected = row.checkpoint_sha256
     if expected and actual != expected:
         raise CheckpointError(f"checkpoint {folder}: sha256 {actual[:12]}... differs from the ledger's "
-                              f"{str(expected)[:12]}... (stage {row['stage']}); the files were altered or corrupted")
+                              f"{str(expected)[:12]}... (stage {row.stage}); the files were altered or corrupted")
     return folder
 
 
@@ -168,15 +169,14 @@ def register_search(search, tracking_uri: str) -> dict[float, str]:
     from orchestrator.registry import register_stage_best
 
     versions = {}
-    for row in search.stages.to_dict("records"):
+    for row in ledger.rows_of(search.stages, ledger.StageRow):
         try:
             folder = verified_checkpoint(search, row)
             with _quick_http():
-                versions[float(row["rate"])] = register_stage_best(
-                    tracking_uri, search.name, int(row["stage"]), float(row["rate"]), folder,
-                    row.get("mlflow_run_id") or None)
+                versions[row.rate] = register_stage_best(
+                    tracking_uri, search.name, row.stage, row.rate, folder, row.mlflow_run_id)
         except Exception as exc:  # noqa: BLE001 - the registry is a view; the report is written
-            _warn(f"model registry: stage {row['stage']} (rate {row['rate']:g}) not registered: "
+            _warn(f"model registry: stage {row.stage} (rate {row.rate:g}) not registered: "
                   f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
     return versions
 
@@ -290,11 +290,11 @@ def _write_ablation(table, out: Path) -> list[Path]:
 
 # ---- export ----------------------------------------------------------------------------------------
 
-def _default_length(search, row: dict) -> int | None:
+def _default_length(search, row: ledger.StageRow) -> int | None:
     trials = search.trials
     if not trials.empty:
-        hit = trials[(trials["stage"] == row["stage"]) & trials["latency_length"].notna()]
-        best = hit[hit["trial_id"] == row.get("best_trial_id")]
+        hit = trials[(trials["stage"] == row.stage) & trials["latency_length"].notna()]
+        best = hit[hit["trial_id"] == row.best_trial_id]
         for frame in (best, hit, trials[trials["latency_length"].notna()]):
             if not frame.empty:
                 return int(frame["latency_length"].iloc[0])
@@ -329,7 +329,7 @@ def export_search(search_dir: str | os.PathLike, rate: float, fmt: str, out: str
     if length is None:
         length = _default_length(search, row)
         if length is None:
-            raise ConfigError(f"export: no sequence length recorded for stage {row['stage']} of {search.folder}; "
+            raise ConfigError(f"export: no sequence length recorded for stage {row.stage} of {search.folder}; "
                               "expected --length L")
     if length < 1:
         raise ConfigError(f"--length: got {length}, expected a positive integer")
@@ -338,8 +338,8 @@ def export_search(search_dir: str | os.PathLike, rate: float, fmt: str, out: str
     try:
         module = ex.streaming(model) if streaming else ex.deployable(model, length, form)
         inputs = ex.module_inputs(module, model, batch, length)
-        record = {"search": search.name, "stage": int(row["stage"]), "rate": float(row["rate"]), "format": fmt,
-                  "batch": batch, "checkpoint": str(folder), "checkpoint_sha256": row.get("checkpoint_sha256"),
+        record = {"search": search.name, "stage": row.stage, "rate": row.rate, "format": fmt,
+                  "batch": batch, "checkpoint": str(folder), "checkpoint_sha256": row.checkpoint_sha256,
                   **ex.describe(model, module)}
         out = Path(out)
         path = ex.write_export(module, inputs, fmt, out, record)
