@@ -35,7 +35,7 @@ def test_differences_name_missing_other_version_and_unlocked_packages():
 
 def test_this_environment_equals_the_lock():
     check = _check_lock()
-    if not sys.prefix.startswith(str(ROOT)):  # only the project's own .venv is made from the lock
+    if Path(sys.prefix) != ROOT / ".venv":  # only the project's own .venv is made from the lock
         import pytest
 
         pytest.skip(f"running outside the project's venv ({sys.prefix})")
