@@ -25,6 +25,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from search_spaces.errors import SearchStateError
+
 @dataclass(frozen=True)
 class TrialRow:
     """One row of `trials.parquet`: one trial of one stage. Optional values are None, never NaN."""
@@ -160,10 +162,20 @@ def _empty(schema: pa.Schema) -> pd.DataFrame:
     return schema.empty_table().to_pandas()
 
 
+def _table(path: Path, schema: pa.Schema) -> pa.Table:
+    """The parquet file as a table of `schema`; `SearchStateError` naming the file if it is unreadable."""
+    try:
+        return pq.read_table(path, schema=schema)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SearchStateError(f"{path}: not a readable ledger file ({reason}); restore it from a copy of the "
+                               "search folder or start a new search") from None
+
+
 def _read(path: Path, schema: pa.Schema) -> pd.DataFrame:
     if not path.exists():
         return _empty(schema)
-    frame = pq.read_table(path, schema=schema).to_pandas()
+    frame = _table(path, schema).to_pandas()
     for column in schema:  # missing strings as None (pandas 3 reads them as NaN, which is truthy)
         if pa.types.is_string(column.type):
             frame[column.name] = frame[column.name].astype(object).where(frame[column.name].notna(), None)
@@ -183,7 +195,7 @@ def read_stages(search_dir: str | os.PathLike) -> pd.DataFrame:
 def _rows(path: Path, row_type) -> list:
     if not path.exists():
         return []
-    return [_row(row_type, r) for r in pq.read_table(path, schema=_schema_of(row_type)).to_pylist()]
+    return [_row(row_type, r) for r in _table(path, _schema_of(row_type)).to_pylist()]
 
 
 def trial_rows(search_dir: str | os.PathLike) -> list[TrialRow]:

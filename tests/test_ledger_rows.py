@@ -93,3 +93,24 @@ def test_resume_refuses_a_stage_without_a_checkpoint_by_name(tmp_path):
     _sparse_ledger(tmp_path)
     with pytest.raises(SearchStateError, match="stage 1 has no checkpoint"):
         _stage_checkpoint(tmp_path, 1)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "wrong-schema"])
+def test_a_corrupt_ledger_file_is_named_in_one_line(tmp_path, damage):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _sparse_ledger(tmp_path)
+    path = ledger.stages_path(tmp_path)
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:100])
+    elif damage == "garbage":
+        path.write_bytes(b"not parquet at all")
+    else:
+        pq.write_table(pa.table({"stage": ["zero"]}), path)
+    before = path.read_bytes()
+    for read in (ledger.stage_rows, ledger.read_stages, ledger.completed_stages):
+        with pytest.raises(SearchStateError, match=r"stages\.parquet: not a readable ledger file") as err:
+            read(tmp_path)
+        assert "\n" not in str(err.value)
+    assert path.read_bytes() == before
