@@ -296,3 +296,11 @@ def test_paper_presets_build_the_papers_parameter_count(preset, d_input, d_outpu
     cfg = load_search_config(preset)
     model = S4Model(ModelSpec.from_dict(cfg.model.to_spec_dict(d_input, d_output, "tokens")))
     assert count_parameters(model) == params
+
+
+def test_ssm_lr_is_the_authors_default_unless_given():
+    cfg = config_from_yaml(MINIMAL)
+    assert cfg.model.ssm_lr is None  # the S4 authors' default, min(0.001, the run's lr)
+    spec = config_from_yaml(MINIMAL, overrides=["model.ssm_lr=0.01"]).model.to_spec_dict(3, 2, "tokens")
+    assert spec["ssm_lr"] == 0.01  # used as given: no cap
+    assert _error(MINIMAL, ["model.ssm_lr=0"]) == "model.ssm_lr=0 must be greater than 0"

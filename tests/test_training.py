@@ -57,7 +57,7 @@ def toy_splits(n_train: int = 96, n_val: int = 48) -> Splits:
 def tiny_model(seed: int = 0, dropout: float = 0.1) -> S4Model:
     torch.manual_seed(seed)
     spec = ModelSpec(kind="s4d", d_input=6, d_output=2, input_kind="tokens", d_model=8, n_layers=2,
-                     d_state=4, dropout=dropout, norm="batch", ssm_lr=0.01)
+                     d_state=4, dropout=dropout, norm="batch")
     return S4Model(spec)
 
 

@@ -73,7 +73,8 @@ class ModelSection(_Section):
     trainable_B: bool = False
     dt_min: Float = Field(0.001, gt=0.0)
     dt_max: Float = Field(0.1, gt=0.0)
-    ssm_lr: Float = Field(0.001, gt=0.0)
+    # lr of the SSM's dt, A, B, P in every run, as given; null: the S4 authors' default, min(0.001, run lr)
+    ssm_lr: Optional[Float] = Field(None, gt=0.0)
 
     @field_validator("d_state", mode="after")
     @classmethod
