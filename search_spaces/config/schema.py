@@ -21,7 +21,7 @@ from search_spaces.errors import ConfigError
 
 
 class SearchConfig(_Section):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=128)
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=128, strict=True)  # not bytes (!!binary)
     task: TaskSection
     model: ModelSection = Field(default_factory=ModelSection)
     baseline: BaselineSection = Field(default_factory=BaselineSection)
