@@ -5,7 +5,7 @@ ledger/, baseline/, stages/stage-<k>/ (Tune experiment, trial models, starts.log
 
 For each rate r_k (k = 1..K): trials = seeds (grid) or Optuna samples, each `workers.trial.run_trial`
 on `tune.with_resources`; then latency of every finished trial's model with exclusive use of the
-device (`stage_latency`); the best trial (`selection_rule.choose_best`) is copied to
+device (`stage_latency`); the best trial (`search_spaces.best_trial.choose_best`) is copied to
 `stages/stage-<k>/best/` and becomes stage k+1's parent (one-shot mode: the baseline always is);
 trial rows then the stage row go to the ledger (the stage row last: it marks the stage complete).
 An interrupted stage is continued with `Tuner.restore(resume_errored=True)`.
@@ -31,7 +31,7 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 from orchestrator import ledger
 from orchestrator.lock import acquire_lock
-from orchestrator.selection_rule import choose_best, reduction_pct, speedup_pct
+from search_spaces.best_trial import choose_best, reduction_pct, speedup_pct
 from orchestrator.tracking import Tracker, default_tracking_uri, run_key
 from search_spaces.errors import SearchStateError
 
