@@ -108,7 +108,8 @@ def _task_splits(task: dict, fingerprint: str):
     if key not in _SPLITS:
         _SPLITS.clear()
         _SPLITS[key] = load_task(task["name"], task["data_dir"], max_len=task.get("max_len"),
-                                 val_fraction=task.get("val_fraction", 0.2))
+                                 val_fraction=task.get("val_fraction", 0.2), loader=task.get("loader"),
+                                 metric=task.get("metric"))
     return _SPLITS[key]
 
 
