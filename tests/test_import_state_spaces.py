@@ -208,3 +208,17 @@ def test_cli_import_export_and_bench_an_imported_model(tmp_path):
     assert {row["rate"] for row in rows} == {0.0, 0.5} and rows[0]["length"] == 32
     r = run_cli("export", "--from-checkpoint", out, "--format", "onnx", "--out", tmp_path / "m.onnx")
     assert r.returncode == 2 and "no sequence length recorded" in r.stderr
+
+
+def test_a_norm_placement_the_other_clearly_beats_is_refused(tmp_path, monkeypatch):
+    import workers.interop.importer as importer
+
+    config = _parquet_task(tmp_path)
+    scores = iter([0.2, 0.9])  # as given (post-norm), then flipped (pre-norm)
+    monkeypatch.setattr(importer, "_score", lambda sd, lay, splits: next(scores))
+    with pytest.raises(ConfigError, match="as post-norm the model scores val accuracy 0.200, as pre-norm 0.900; .* "
+                                          "pass --prenorm"):
+        import_state_spaces(saved(reference("s4d", False), tmp_path), tmp_path / "m", task_config=str(config))
+    assert not (tmp_path / "m").exists()
+    scores = iter([0.5, 0.6])  # within noise of 6 val rows: accepted
+    import_state_spaces(saved(reference("s4d", False), tmp_path), tmp_path / "m", task_config=str(config))

@@ -25,7 +25,8 @@ import torch
 from search_spaces.errors import CheckpointError, ConfigError
 from workers.interop.state_spaces import Layout, from_s4op, layout_for, read_layout, to_s4op, unwrap
 
-PRENORM_MARGIN = 0.05  # the other norm placement must beat the chosen one by this much to refuse
+PRENORM_MARGIN = 0.05  # the other norm placement must beat the chosen one by this much to refuse,
+# and by two standard errors of a metric on n val rows (2 sqrt(1/4n)), so noise never refuses
 CHECK_ROWS = 512  # val rows scored for the norm-placement check
 
 
@@ -91,7 +92,8 @@ def import_state_spaces(checkpoint, out, *, prenorm: bool = False, input_kind: s
         other = _score(sd, dataclasses.replace(lay, prenorm=not prenorm), splits)
         name = lambda pre: "pre-norm" if pre else "post-norm"  # noqa: E731
         result["norm_check"] = {name(prenorm): chosen, name(not prenorm): other}
-        if other > chosen + PRENORM_MARGIN:
+        n = min(len(splits.val), CHECK_ROWS)
+        if other > chosen + max(PRENORM_MARGIN, (1.0 / n) ** 0.5):
             flag = "drop --prenorm" if prenorm else "pass --prenorm"
             raise ConfigError(f"{path}: as {name(prenorm)} the model scores val {splits.info.metric} {chosen:.3f}, "
                               f"as {name(not prenorm)} {other:.3f}; the state dict cannot say which it was built "
