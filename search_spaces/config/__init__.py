@@ -9,7 +9,8 @@
 Everything a caller needs is importable from `search_spaces.config`.
 """
 
-from search_spaces.config.fields import GENERATE_OPTIONS, MAX_SEED, MAX_SEED_COUNT, PAPER_SEEDS, PRESET_DIR, TASK_NAMES
+from search_spaces.config.fields import (GENERATE_OPTIONS, MAX_SEED, MAX_SEED_COUNT, OWN_TASK_NAMES, PAPER_SEEDS,
+                                         PRESET_DIR, TASK_NAMES)
 from search_spaces.config.loading import (apply_override, config_diff, config_from_yaml, dump_config,
                                           load_search_config, preset_names)
 from search_spaces.config.schema import SearchConfig
@@ -19,7 +20,7 @@ from search_spaces.config.sections import (BaselineSection, GenerateSection, Lat
                                            ResourcesSection, TaskSection, TrainSection)
 
 __all__ = [
-    "GENERATE_OPTIONS", "MAX_SEED", "MAX_SEED_COUNT", "PAPER_SEEDS", "PRESET_DIR", "TASK_NAMES",
+    "GENERATE_OPTIONS", "MAX_SEED", "MAX_SEED_COUNT", "PAPER_SEEDS", "PRESET_DIR", "TASK_NAMES", "OWN_TASK_NAMES",
     "apply_override", "config_diff", "config_from_yaml", "dump_config", "load_search_config", "preset_names",
     "SearchConfig", "AlgorithmSection", "AllocationSection", "FinetuneSection", "SearchSection",
     "SelectionSection", "seed_list", "BaselineSection", "GenerateSection", "LatencySection", "ModelSection",

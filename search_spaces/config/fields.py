@@ -18,6 +18,7 @@ MAX_SEED = 2**32 - 1
 MAX_SEED_COUNT = 1000
 
 TASK_NAMES = ("listops", "pathfinder", "imdb", "ecg")
+OWN_TASK_NAMES = ("parquet", "python")  # one's own data: facts read from the files or the loader
 GENERATE_OPTIONS = {
     "listops": ("min_len", "max_len", "max_depth", "max_args"),
     "pathfinder": ("resolution", "contour_length", "n_distractors"),

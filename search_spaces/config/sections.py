@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from search_spaces.config.fields import GENERATE_OPTIONS, MAX_SEED, TASK_NAMES, Float, Int, _Section
+from search_spaces.config.fields import GENERATE_OPTIONS, MAX_SEED, OWN_TASK_NAMES, TASK_NAMES, Float, Int, _Section
 from search_spaces.config.messages import suggest
 
 
@@ -27,11 +27,20 @@ class GenerateSection(_Section):
 
 
 class TaskSection(_Section):
-    name: Literal[TASK_NAMES]
+    """The data: a paper task (listops, pathfinder, imdb, ecg) or one's own (parquet, python).
+
+    parquet: `data_dir` holds train.parquet, test.parquet (and val.parquet); python: `loader` is
+    "package.module:function" (see `workers.data.python_loader`). `metric` overrides the default
+    (accuracy single-label, macro_f1 multi-label) for one's own data.
+    """
+
+    name: Literal[TASK_NAMES + OWN_TASK_NAMES]
     data_dir: Path
     max_len: Optional[Int] = Field(None, ge=1)
     val_fraction: Float = Field(0.2, gt=0.0, lt=1.0)
     generate: Optional[GenerateSection] = None
+    loader: Optional[str] = Field(None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    metric: Optional[Literal["accuracy", "macro_f1"]] = None
 
     @field_validator("data_dir", mode="after")
     @classmethod
@@ -41,8 +50,22 @@ class TaskSection(_Section):
         return Path(os.path.abspath(os.path.expanduser(v)))
 
     @model_validator(mode="after")
+    def _own_data(self) -> "TaskSection":
+        if self.name == "python" and self.loader is None:
+            raise ValueError("task.loader=None must name the loader as \"package.module:function\" for task python")
+        if self.name != "python" and self.loader is not None:
+            raise ValueError(f"task.loader={self.loader!r} only applies to task python, not {self.name}")
+        if self.name not in OWN_TASK_NAMES and self.metric is not None:
+            raise ValueError(f"task.metric={self.metric!r} only applies to tasks parquet and python; "
+                             f"task {self.name} has its own metric")
+        if self.name in OWN_TASK_NAMES and self.generate is not None:
+            raise ValueError(f"task.generate: task {self.name} reads one's own data and has no generator; "
+                             "remove task.generate")
+        return self
+
+    @model_validator(mode="after")
     def _generate_options(self) -> "TaskSection":
-        if self.generate is not None:
+        if self.generate is not None and self.name in GENERATE_OPTIONS:
             known = GENERATE_OPTIONS[self.name]
             for key in self.generate.options:
                 if key not in known:
