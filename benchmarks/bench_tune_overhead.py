@@ -131,12 +131,12 @@ def main() -> None:
     import torch
 
     from orchestrator.baseline import build_model, prepare_data
-    from orchestrator.driver import (SearchContext, _trial_rows, _tuner, create_search, read_meta, start_ray,
+    from orchestrator.search.loop import (SearchContext, _trial_rows, _tuner, create_search, read_meta, start_ray,
                                      trial_context)
-    from orchestrator.trial_tracking import track_stage_trials
-    from orchestrator.tracking import Tracker
-    from orchestrator.view import SearchView, ViewCallback
-    from orchestrator.warm_workers import wait_for_idle_workers
+    from orchestrator.tracking.tune_callback import track_stage_trials
+    from orchestrator.tracking.client import Tracker
+    from orchestrator.search.view import SearchView, ViewCallback
+    from orchestrator.search.ray_runtime import wait_for_idle_workers
     from search_spaces.config import SearchConfig
     from workers.checkpoint import save_checkpoint
     from workers.pruning import compact

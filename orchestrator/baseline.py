@@ -162,7 +162,7 @@ class _Run:
             if self.parent_run_id:
                 tags["mlflow.parentRunId"] = self.parent_run_id
             if self.key:  # inside a search: found-or-created, so a resumed search reuses it
-                from orchestrator.tracking import KEY_TAG
+                from orchestrator.tracking.client import KEY_TAG
 
                 tags[KEY_TAG] = self.key
                 found = self.client.search_runs([experiment_id], f"tags.`{KEY_TAG}` = '{tags[KEY_TAG]}'",

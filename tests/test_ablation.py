@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from orchestrator.ablation import ablate_layers, bypass_layer
+from orchestrator.reports.ablation import ablate_layers, bypass_layer
 from orchestrator.cli import main
 from search_spaces.errors import ConfigError
 from workers.checkpoint import save_checkpoint

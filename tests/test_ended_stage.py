@@ -10,14 +10,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from orchestrator.driver import _ended_stage_results
+from orchestrator.search.loop import _ended_stage_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
 STAGE = textwrap.dedent("""
     import sys
     from ray import tune
-    from orchestrator.driver import start_ray
+    from orchestrator.search.loop import start_ray
 
     start_ray("local", num_cpus=2)
     unfinished = int(sys.argv[2])

@@ -7,7 +7,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from orchestrator.registry import load_registered, rate_alias, register_stage_best, registered_model_name
+from orchestrator.tracking.registry import load_registered, rate_alias, register_stage_best, registered_model_name
 from search_spaces.errors import CheckpointError, ConfigError
 from workers.checkpoint import save_checkpoint
 from workers.models import ModelSpec, S4Model

@@ -3,7 +3,7 @@ import random
 
 from hypothesis import given, strategies as st
 
-from orchestrator.selection_rule import choose_best, ranked, reduction_pct, speedup_pct
+from orchestrator.search.best_trial import choose_best, ranked, reduction_pct, speedup_pct
 
 
 def row(seed, val, lat, status="completed", params=100):

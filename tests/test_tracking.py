@@ -1,7 +1,7 @@
 import pytest
 from mlflow.tracking import MlflowClient
 
-from orchestrator.tracking import KEY_TAG, PARENT_TAG, Tracker, default_tracking_uri, run_key, with_retry
+from orchestrator.tracking.client import KEY_TAG, PARENT_TAG, Tracker, default_tracking_uri, run_key, with_retry
 
 
 @pytest.mark.slow  # sqlite store creation (MLflow migrations) takes ~15 s on a loaded 2-core box

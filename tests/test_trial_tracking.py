@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from orchestrator import trial_tracking
-from orchestrator.tracking import KEY_TAG, Tracker, default_tracking_uri, run_key
+from orchestrator.tracking.client import KEY_TAG, Tracker, default_tracking_uri, run_key
 
 
 @pytest.fixture(scope="module")

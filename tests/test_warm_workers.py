@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import warm_workers
+from orchestrator.search import ray_runtime as warm_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,8 +48,8 @@ SCRIPT = textwrap.dedent("""
     import json, os, sys, time
     import psutil
     from ray import tune
-    from orchestrator.driver import start_ray
-    from orchestrator.warm_workers import wait_for_idle_workers
+    from orchestrator.search.loop import start_ray
+    from orchestrator.search.ray_runtime import wait_for_idle_workers
 
     start_ray("local", num_cpus=2)
     assert wait_for_idle_workers(2, timeout_s=120)  # Ray's idle workers warm, as after a search's stage 0

@@ -27,8 +27,8 @@ from fnmatch import fnmatch
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from orchestrator.disk import TEMPORARY
-from orchestrator.lock import LOCK_NAME
+from orchestrator.storage.disk import TEMPORARY
+from orchestrator.search.lock import LOCK_NAME
 from search_spaces.errors import ConfigError, SearchStateError
 from workers import objectstore
 
@@ -150,7 +150,7 @@ class SearchStore:
             return {}
 
     def lock(self, *, break_lock: bool = False, log=None):
-        from orchestrator.lock import acquire_uri_lock
+        from orchestrator.search.lock import acquire_uri_lock
 
         try:
             return acquire_uri_lock(self.uri, break_lock=break_lock, log=log)
@@ -235,8 +235,8 @@ class SearchStore:
             "tracking_uri": meta["tracking_uri"] if meta.get("tracking_in_work_copy") else None})
 
     def disk_usage(self) -> dict:
-        """`orchestrator.disk.disk_usage` of the search as stored (every object below the URI)."""
-        from orchestrator.disk import usage_of
+        """`orchestrator.storage.disk.disk_usage` of the search as stored (every object below the URI)."""
+        from orchestrator.storage.disk import usage_of
 
         return usage_of(objectstore.list_files(self.uri))
 
@@ -289,7 +289,7 @@ def localise_meta(meta: dict, search_dir: str | os.PathLike) -> dict:
     """search.json as seen from this working copy: the default tracking store (an SQLite file in the
     working copy it was created in) is the one in this working copy."""
     if meta.get("search_uri") and meta.get("tracking_in_work_copy"):
-        from orchestrator.tracking import default_tracking_uri
+        from orchestrator.tracking.client import default_tracking_uri
 
         return {**meta, "tracking_uri": default_tracking_uri(search_dir)}
     return meta
@@ -322,7 +322,7 @@ def open_search(location: str | os.PathLike, *, work_dir=None, what: str = "stat
     """
     if not objectstore.is_uri(str(location)):
         return Path(location).resolve(), None
-    from orchestrator.lock import pid_alive, read_uri_lock
+    from orchestrator.search.lock import pid_alive, read_uri_lock
     import socket
 
     store = SearchStore.open(str(location), work_dir=work_dir, log=log)

@@ -1,4 +1,4 @@
-"""`s4op search`, `s4op resume`, `s4op status`: run, continue and inspect a pruning search."""
+"""`s4op search`: run a pruning search from a config; prints where its results are."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ WORK_DIR_HELP = ("Folder for the local working copy of a search on s3:// or gs:/
 
 
 def _ui_hint(search_dir: Path) -> str:
-    from orchestrator.driver import read_meta
-    from orchestrator.remote import localise_meta
+    from orchestrator.search.loop import read_meta
+    from orchestrator.storage.work_copy import localise_meta
 
     uri = localise_meta(read_meta(search_dir), search_dir)["tracking_uri"]
     if uri.startswith("sqlite:"):
@@ -22,9 +22,9 @@ def _ui_hint(search_dir: Path) -> str:
     return f"MLflow runs are at {uri}"
 
 
-def _print_result(search_dir: Path) -> None:
-    from orchestrator import ledger
-    from orchestrator.driver import read_meta
+def print_result(search_dir: Path) -> None:
+    from orchestrator.search import ledger
+    from orchestrator.search.loop import read_meta
 
     uri = read_meta(search_dir).get("search_uri")
     if uri:
@@ -46,45 +46,14 @@ def search(
     work_dir: Optional[str] = typer.Option(None, "--work-dir", help=WORK_DIR_HELP),
 ) -> None:
     """Run a staged pruning search (stage 0 baseline, then one Tune stage per rate)."""
-    from orchestrator.driver import start_search
+    from orchestrator.search.loop import start_search
     from search_spaces.config import load_search_config
 
     cfg = load_search_config(config, overrides)
     search_dir = start_search(cfg, storage=storage, name=name, tracking_uri=tracking_uri, address=address,
                               allow_local_storage=allow_local_storage, work_dir=work_dir)
-    _print_result(search_dir)
-
-
-def resume(
-    search_dir: str = typer.Argument(..., help="The search folder (<storage>/<name>), or its s3:// / gs:// URI."),
-    config: Optional[str] = typer.Option(None, "--config", help="Config to check against the stored one."),
-    overrides: List[str] = typer.Option([], "--set", help="Override a config key (refused if it changes the search, unless --force)."),
-    force: bool = typer.Option(False, "--force", help="Continue even if the config differs from the stored one."),
-    address: str = typer.Option("local", "--address", help="Ray address: local (embedded), auto, or HOST:PORT."),
-    break_lock: bool = typer.Option(False, "--break-lock", help="Take over the search's lock held by a driver on another host (e.g. a replaced head node)."),
-    work_dir: Optional[str] = typer.Option(None, "--work-dir", help=WORK_DIR_HELP),
-) -> None:
-    """Continue an interrupted search: completed stages skipped, the interrupted stage restored."""
-    from orchestrator.resume import resume_search
-
-    done = resume_search(search_dir, config=config, overrides=overrides, force=force, address=address,
-                         work_dir=work_dir, break_lock=break_lock)
-    _print_result(done)
-
-
-def status(
-    search_dir: str = typer.Argument(..., help="The search folder (<storage>/<name>), or its s3:// / gs:// URI."),
-    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
-    work_dir: Optional[str] = typer.Option(None, "--work-dir", help=WORK_DIR_HELP),
-) -> None:
-    """Stages done, trials, best so far, what is left, disk used."""
-    from orchestrator.status import format_status, search_status
-
-    st = search_status(search_dir, work_dir=work_dir)
-    print(json.dumps(st, indent=1, default=str) if as_json else format_status(st))
+    print_result(search_dir)
 
 
 def register(app: typer.Typer) -> None:
     app.command("search")(search)
-    app.command("resume")(resume)
-    app.command("status")(status)

@@ -20,7 +20,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator import ledger
+from orchestrator.search import ledger
 
 CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d+)$")
 TEMPORARY = re.compile(r"^\..+\.tmp(-\d+)?$")

@@ -14,8 +14,8 @@ import json
 import os
 from pathlib import Path
 
-from orchestrator.driver import CONFIG_NAME, META_NAME, _write_text_atomic, read_meta, run_locked
-from orchestrator.lock import acquire_lock
+from orchestrator.search.loop import CONFIG_NAME, META_NAME, _write_text_atomic, read_meta, run_locked
+from orchestrator.search.lock import acquire_lock
 from search_spaces.errors import SearchStateError
 
 
@@ -45,7 +45,7 @@ def resume_search(search_dir: str | os.PathLike, *, config: str | None = None, o
                   work_dir: str | os.PathLike | None = None, break_lock: bool = False) -> Path:
     """Continue the search in `search_dir` (a folder or an s3:// / gs:// URI) to its end (lock held
     throughout); returns the local search folder (the working copy for a URI)."""
-    from orchestrator.remote import SearchStore, localise_meta
+    from orchestrator.storage.work_copy import SearchStore, localise_meta
     from workers.objectstore import is_uri
     from search_spaces.config import dump_config
 

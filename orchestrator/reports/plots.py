@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from orchestrator.report import pareto_front  # noqa: E402
+from orchestrator.reports.table import pareto_front  # noqa: E402
 
 MARKERS = "osD^vP*X"
 

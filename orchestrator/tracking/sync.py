@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from orchestrator import ledger
-from orchestrator.outbox import outbox_path, read_outbox, rewrite_outbox
-from orchestrator.tracking import KEY_TAG, NAME_TAG, PARENT_TAG, Tracker, run_key
+from orchestrator.search import ledger
+from orchestrator.tracking.outbox import outbox_path, read_outbox, rewrite_outbox
+from orchestrator.tracking.client import KEY_TAG, NAME_TAG, PARENT_TAG, Tracker, run_key
 from search_spaces.errors import ConfigError, SearchStateError
 
 TRIAL_METRICS = {"val_metric": "final_val_metric", "test_metric": "final_test_metric", "params": "params",
@@ -259,7 +259,7 @@ def replay_outbox(m: StrictMlflow, search_dir: Path, experiment_id: str) -> None
 def sync_search(search_dir: str | os.PathLike, *, tracking_uri: str | None = None, attempts: int = 3,
                 delay: float = 0.5) -> SyncReport:
     """Replay the ledger then the outbox of `search_dir` into MLflow (default: the search's own URI)."""
-    from orchestrator.driver import read_meta
+    from orchestrator.search.loop import read_meta
 
     search_dir = Path(search_dir).resolve()
     if not ledger.ledger_dir(search_dir).is_dir():

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+from pathlib import Path
 
 import pandas as pd
 import torch
 
-from search_spaces.errors import ConfigError
+from search_spaces.errors import CheckpointError, ConfigError
 
 COLUMNS = ["layer", "metric_name", "metric", "drop", "kept_channels"]
 
@@ -59,3 +61,55 @@ def display_ablation(table: pd.DataFrame) -> pd.DataFrame:
                      f"val {r.metric_name} %": f"{r.metric * 100:.2f}",
                      "drop (points)": "-" if r.layer < 0 else f"{r.drop * 100:+.2f}"})
     return pd.DataFrame(rows)
+
+
+def config_near(checkpoint: Path):
+    """The search config.yaml of a checkpoint inside a search folder, or None."""
+    for folder in [checkpoint, *checkpoint.resolve().parents][:6]:
+        if (folder / "config.yaml").is_file() and (folder / "ledger").is_dir():
+            from search_spaces.config import load_search_config
+
+            return load_search_config(folder / "config.yaml")
+    return None
+
+
+def run_ablation(checkpoint: str | os.PathLike, *, data_dir: str | os.PathLike | None = None,
+                 out_dir: str | os.PathLike | None = None, max_len: int | None = None,
+                 batch_size: int = 64, val_fraction: float | None = None) -> dict:
+    """Table I of a checkpoint on its task's validation split; writes CSV + bar plot (PNG)."""
+    from orchestrator.reports.plots import plot_ablation
+    from orchestrator.reports.table import to_markdown
+    from workers.checkpoint import load_checkpoint
+    from workers.data import load_task
+
+    checkpoint = Path(checkpoint)
+    model, meta = load_checkpoint(checkpoint)
+    cfg = config_near(checkpoint)
+    task = meta.get("task") or (cfg.task.name if cfg else None)
+    if task is None:
+        raise CheckpointError(f"{checkpoint}/model.json: no task recorded; expected a checkpoint saved with its task")
+    if data_dir is None and cfg is not None:
+        data_dir = cfg.task.data_dir
+    if data_dir is None:
+        raise ConfigError(f"ablate-layers {checkpoint}: no --data given and no search config.yaml above the "
+                          "checkpoint; expected --data DIR")
+    if max_len is None and cfg is not None:
+        max_len = cfg.task.max_len
+    if val_fraction is None:
+        val_fraction = cfg.task.val_fraction if cfg is not None else 0.2
+    splits = load_task(task, data_dir, max_len=max_len, val_fraction=val_fraction)
+    table = ablate_layers(model, splits.val, splits.info, batch_size=batch_size)
+    out = Path(out_dir) if out_dir is not None else checkpoint / "ablation"
+    files = _write_ablation(table, out)
+    files.append(plot_ablation(table, out / "ablation.png"))
+    return {"table": table, "markdown": to_markdown(display_ablation(table)), "files": files, "out": out}
+
+
+def _write_ablation(table, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    csv, parquet = out / "table_i.csv", out / "table_i.parquet"
+    table.to_csv(csv, index=False)
+    table.to_parquet(parquet, index=False)
+    return [csv, parquet]
+
+

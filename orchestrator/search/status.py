@@ -11,11 +11,11 @@ import os
 import socket
 from pathlib import Path
 
-from orchestrator import ledger
-from orchestrator.driver import CONFIG_NAME, META_NAME, read_meta, stage_dir
-from orchestrator.disk import disk_usage, folder_bytes
-from orchestrator.lock import pid_alive, read_lock
-from orchestrator.remote import localise_meta
+from orchestrator.search import ledger
+from orchestrator.search.loop import CONFIG_NAME, META_NAME, read_meta, stage_dir
+from orchestrator.storage.disk import disk_usage, folder_bytes
+from orchestrator.search.lock import pid_alive, read_lock
+from orchestrator.storage.work_copy import localise_meta
 from search_spaces.errors import SearchStateError
 
 
@@ -42,7 +42,7 @@ def search_status(search_dir: str | os.PathLike, *, work_dir: str | os.PathLike 
 
     `search_dir`: a search folder or an s3:// / gs:// URI (its working copy under `work_dir`).
     """
-    from orchestrator.remote import open_search
+    from orchestrator.storage.work_copy import open_search
     from search_spaces.config import load_search_config
 
     search_dir, store = open_search(search_dir, work_dir=work_dir, what="status")
@@ -70,7 +70,7 @@ def search_status(search_dir: str | os.PathLike, *, work_dir: str | os.PathLike 
     if rated:
         best = max(rated, key=lambda r: r["stage"])
     if store is not None:
-        from orchestrator.lock import read_uri_lock
+        from orchestrator.search.lock import read_uri_lock
         from workers.objectstore import join_uri
 
         owner = read_uri_lock(join_uri(store.uri, "search.lock"))
@@ -98,7 +98,7 @@ def search_status(search_dir: str | os.PathLike, *, work_dir: str | os.PathLike 
 
 def format_status(st: dict) -> str:
     """Human-readable status lines."""
-    from orchestrator.view import summary_table
+    from orchestrator.search.view import summary_table
 
     lines = [f"search {st['search']} ({st['task']}, {st['model']}, {st['mode']}) in {st['search_dir']}"]
     running = st["driver"]["running"]

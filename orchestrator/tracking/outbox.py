@@ -121,7 +121,7 @@ def queueing_tracker(tracking_uri: str, outbox: str | os.PathLike, *, cooldown_s
     """
     import time as _time
 
-    from orchestrator.tracking import KEY_TAG, Tracker
+    from orchestrator.tracking.client import KEY_TAG, Tracker
 
     class QueueingTracker(Tracker):
         def __init__(self):

@@ -1,7 +1,7 @@
 """The `s4op` command line: one entry point mirroring the user's journeys.
 
 data, train, search, resume, status, report, ablate-layers, export, bench, cluster. Each journey's
-commands live in their own module (`orchestrator/cli_<journey>.py`) exposing `register(app)`;
+commands live in their own module (`orchestrator/cli/<journey>.py`) exposing `register(app)`;
 this module only assembles them and turns user errors into one line and exit code 2.
 """
 
@@ -24,7 +24,7 @@ from search_spaces.errors import S4opError
 # MLflow's per-download progress bars would interleave with the live driver view.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-JOURNEYS = ("data", "train", "bench", "search", "report", "cluster", "hardening")
+JOURNEYS = ("data", "train", "bench", "search", "resume", "status", "report", "cluster", "sync")
 
 _debug_flag = False  # set by --debug for the current invocation only
 
@@ -48,13 +48,7 @@ def _root(
 
 def _register_journeys() -> None:
     for journey in JOURNEYS:
-        try:
-            module = importlib.import_module(f"orchestrator.cli_{journey}")
-        except ModuleNotFoundError as exc:  # a journey not built yet
-            if exc.name == f"orchestrator.cli_{journey}":
-                continue
-            raise
-        module.register(app)
+        importlib.import_module(f"orchestrator.cli.{journey}").register(app)
 
 
 _register_journeys()

@@ -29,10 +29,10 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
-from orchestrator import ledger
-from orchestrator.lock import acquire_lock
-from orchestrator.selection_rule import choose_best, reduction_pct, speedup_pct
-from orchestrator.tracking import Tracker, default_tracking_uri, run_key
+from orchestrator.search import ledger
+from orchestrator.search.lock import acquire_lock
+from orchestrator.search.best_trial import choose_best, reduction_pct, speedup_pct
+from orchestrator.tracking.client import Tracker, default_tracking_uri, run_key
 from search_spaces.errors import SearchStateError
 
 log = logging.getLogger("s4op.driver")
@@ -86,7 +86,7 @@ def start_ray(address: str | None, *, num_cpus: int | None = None) -> RayHandle:
     common = dict(include_dashboard=False, log_to_driver=bool(os.environ.get("S4OP_RAY_LOGS")),
                   configure_logging=True, logging_level=logging.WARNING)
     if address in (None, "", "local"):
-        from orchestrator import warm_workers
+        from orchestrator.search import ray_runtime as warm_workers
 
         cpus = int(num_cpus or os.environ.get("S4OP_NUM_CPUS") or len(os.sched_getaffinity(0)))
         inherited = warm_workers.prepare()  # the environment the embedded Ray's workers inherit
@@ -122,7 +122,7 @@ def create_search(cfg, *, storage: str | os.PathLike = "s4op-runs", name: str | 
         storage = str(Path(storage).resolve())
     store = None
     if "://" in str(storage):  # object store: a local working copy mirrored to the URI
-        from orchestrator.remote import SearchStore, check_tracking_reachable
+        from orchestrator.storage.work_copy import SearchStore, check_tracking_reachable
 
         check_tracking_reachable(str(storage), tracking_uri, address)
         store = SearchStore.create(str(storage), name, work_dir=work_dir)
@@ -178,7 +178,7 @@ class SearchContext:
     ray: RayHandle | None = None
     address: str | None = "local"
     stage_seconds: list = field(default_factory=list)
-    store: object = None  # orchestrator.remote.SearchStore when the search lives on an object store
+    store: object = None  # orchestrator.storage.work_copy.SearchStore when the search lives on an object store
 
 
 def start_search(cfg, *, storage: str | os.PathLike = "s4op-runs", name: str | None = None,
@@ -211,10 +211,10 @@ def run_search(search_dir: str | os.PathLike, *, address: str | None = "local", 
 
 def run_locked(search_dir: Path, cfg, meta: dict, *, address, view, num_cpus) -> Path:
     """The stage loop; the caller holds the search lock."""
-    from orchestrator.view import SearchView
+    from orchestrator.search.view import SearchView
 
     name = meta["name"]
-    from orchestrator.outbox import outbox_path, queueing_tracker
+    from orchestrator.tracking.outbox import outbox_path, queueing_tracker
 
     tracker = queueing_tracker(meta["tracking_uri"], outbox_path(search_dir))  # failed writes -> outbox
     experiment_id = tracker.open_experiment(meta.get("experiment", name), artifact_dir=search_dir / "mlartifacts")
@@ -230,7 +230,7 @@ def run_locked(search_dir: Path, cfg, meta: dict, *, address, view, num_cpus) ->
     view = view or SearchView(n_stages=len(s.rates), search=name)
     ctx = SearchContext(search_dir, cfg, name, meta["tracking_uri"], tracker, experiment_id, search_run, view=view,
                         address=address)
-    from orchestrator.remote import store_of
+    from orchestrator.storage.work_copy import store_of
 
     ctx.store = store_of(meta, search_dir)
     if ctx.store is not None:  # before Ray starts: restored trials follow this working copy
@@ -258,7 +258,7 @@ def run_locked(search_dir: Path, cfg, meta: dict, *, address, view, num_cpus) ->
         if ctx.ray is not None and ctx.ray.started_here:
             import ray
 
-            from orchestrator import warm_workers
+            from orchestrator.search import ray_runtime as warm_workers
 
             global _RAY_STARTED_HERE
             ray.shutdown()
@@ -292,7 +292,7 @@ def _stage_checkpoint(search_dir: Path, stage: int) -> str:
 
 def _latency_of(ctx: SearchContext, models: dict[str, str]) -> dict[str, dict]:
     """{id: latency dict at the first batch size} measured with exclusive use of the device."""
-    from orchestrator.stage_latency import latency_examples, measure_stage
+    from orchestrator.search.stage_latency import latency_examples, measure_stage
 
     lat = ctx.cfg.latency
     examples = latency_examples(ctx.splits.test.x, ctx.splits.test.lengths, list(lat.batch_sizes))
@@ -364,7 +364,7 @@ def _mirror(ctx: SearchContext) -> None:
 
 
 def _track_stage(ctx: SearchContext, k: int, row: dict, best_dir: Path, latency: dict) -> None:
-    from orchestrator.view import stage_plot
+    from orchestrator.search.view import stage_plot
 
     t, run = ctx.tracker, row["mlflow_run_id"] or None
     t.log_params(run, {"rate": row["rate"], "stage": k, "best_trial": row["best_trial_id"]})
@@ -426,7 +426,7 @@ def _tuner(ctx: SearchContext, k: int, trial_ctx: dict, view_callback):
     """A new Tuner for stage k, or the interrupted one restored from `stages/stage-<k>`."""
     from ray import tune
 
-    from orchestrator.trial_tracking import TrialTracking
+    from orchestrator.tracking.tune_callback import TrialTracking
     from workers.trial import run_trial
 
     cfg, s = ctx.cfg, ctx.cfg.search
@@ -522,8 +522,8 @@ def _trial_rows(ctx: SearchContext, k: int, rate: float, trial_ctx: dict, grid) 
 
 def _run_stage(ctx: SearchContext, k: int, rate: float, parent: str) -> str:
     """Run (or continue) stage k at `rate` from `parent`; returns the best checkpoint folder."""
-    from orchestrator.trial_tracking import track_stage_trials
-    from orchestrator.view import ViewCallback
+    from orchestrator.tracking.tune_callback import track_stage_trials
+    from orchestrator.search.view import ViewCallback
     from workers.checkpoint import checkpoint_sha256
 
     cfg, search_dir = ctx.cfg, ctx.search_dir
@@ -595,13 +595,13 @@ def _run_stage(ctx: SearchContext, k: int, rate: float, parent: str) -> str:
     ledger.write_stage(search_dir, row)
     _mirror(ctx)
     try:  # the stage is complete: its per-epoch Tune checkpoints are no longer needed
-        from orchestrator.disk import prune_checkpoints
+        from orchestrator.storage.disk import prune_checkpoints
 
         prune_checkpoints(search_dir, k)
     except OSError as exc:
         log.warning("stage %d: checkpoint pruning failed: %s", k, exc)
     try:
-        from orchestrator.registry import register_stage_best
+        from orchestrator.tracking.registry import register_stage_best
 
         register_stage_best(ctx.tracking_uri, ctx.name, k, rate, best_dir, stage_run)
     except Exception as exc:  # noqa: BLE001 - registration is a view; the ledger is the truth

@@ -26,7 +26,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from orchestrator.tracking import run_key
+from orchestrator.tracking.client import run_key
 from workers.trial import trial_name
 
 log = logging.getLogger("s4op.trial_tracking")
@@ -76,7 +76,7 @@ class _Writer:
             op, args = self.tasks.get()
             try:
                 if self.tracker is None:
-                    from orchestrator.outbox import outbox_path, queueing_tracker
+                    from orchestrator.tracking.outbox import outbox_path, queueing_tracker
 
                     self.tracker = queueing_tracker(self.tracking_uri, outbox_path(self.search_dir), attempts=3)
                 if op == "open":

@@ -1,6 +1,6 @@
 """The paper's Table II from a search ledger, plus the spread of the metric across seeds per rate.
 
-Pure pandas over the ledger (`orchestrator.ledger`): one row per completed stage (stage 0 = dense
+Pure pandas over the ledger (`orchestrator.search.ledger`): one row per completed stage (stage 0 = dense
 baseline, rate 0), giving the selected model's metric (accuracy, or macro-F1 for ECG), its latency
 with the speedup over the dense stage 0, its parameter count with the reduction, and min / median /
 max of the metric over the stage's completed seed trials.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator import ledger
+from orchestrator.search import ledger
 from search_spaces.errors import SearchStateError
 
 TABLE_COLUMNS = [
