@@ -33,7 +33,7 @@ def _selections(search_dir):
 def _mlflow_keys(search_dir):
     from mlflow.tracking import MlflowClient
 
-    from orchestrator.search.loop import read_meta
+    from orchestrator.search.folder import read_meta
     from orchestrator.tracking.client import KEY_TAG
 
     meta = read_meta(search_dir)

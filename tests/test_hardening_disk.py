@@ -99,7 +99,7 @@ def _saved_stage(d):
 def test_parent_checkpoint_altered_or_missing_is_refused_naming_the_file(tmp_path):
     import pytest
 
-    from orchestrator.search.loop import _stage_checkpoint as verified_stage_checkpoint  # what resume calls
+    from orchestrator.search.baseline_stage import verified_stage_checkpoint  # what resume calls
     from search_spaces.errors import CheckpointError
 
     d = tmp_path / "s"

@@ -88,7 +88,7 @@ def test_report_and_export_consumers_read_missing_values_as_none(tmp_path):
 
 
 def test_resume_refuses_a_stage_without_a_checkpoint_by_name(tmp_path):
-    from orchestrator.search.loop import _stage_checkpoint
+    from orchestrator.search.baseline_stage import verified_stage_checkpoint as _stage_checkpoint
 
     _sparse_ledger(tmp_path)
     with pytest.raises(SearchStateError, match="stage 1 has no checkpoint"):

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from orchestrator.search import ledger
-from orchestrator.search.loop import create_search
+from orchestrator.search.create import create_search
 from orchestrator.search.lock import lock_path
 from orchestrator.search.resume import check_config
 from orchestrator.search.status import format_status, search_status

@@ -13,7 +13,7 @@ WORK_DIR_HELP = ("Folder for the local working copy of a search on s3:// or gs:/
 
 
 def _ui_hint(search_dir: Path) -> str:
-    from orchestrator.search.loop import read_meta
+    from orchestrator.search.folder import read_meta
     from orchestrator.storage.work_copy import localise_meta
 
     uri = localise_meta(read_meta(search_dir), search_dir)["tracking_uri"]
@@ -24,7 +24,7 @@ def _ui_hint(search_dir: Path) -> str:
 
 def print_result(search_dir: Path) -> None:
     from orchestrator.search import ledger
-    from orchestrator.search.loop import read_meta
+    from orchestrator.search.folder import read_meta
 
     uri = read_meta(search_dir).get("search_uri")
     if uri:

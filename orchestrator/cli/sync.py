@@ -14,7 +14,7 @@ def sync_mlflow(
                                                help="MLflow URI to sync into; default: the search's own."),
 ) -> None:
     """Rebuild MLflow runs from the ledger and replay writes queued while MLflow was down."""
-    from orchestrator.tracking.sync import sync_search
+    from orchestrator.search.sync import sync_search
 
     report = sync_search(search_dir, tracking_uri=tracking_uri)
     print(report.summary())

@@ -6,7 +6,8 @@ driver killed at any moment leaves either the old or the new ledger, never a tor
 
 Columns are the fields of `TrialRow` and `StageRow` (the parquet schemas are derived from them);
 `kept` is stored as a JSON string (list of lists of original channel indices). Stage 0 is the dense
-baseline (rate 0.0); rate stages are 1..K. Every consumer reads rows through `trial_rows` /
+baseline (rate 0.0); rate stages are 1..K. Every row is built by the builders at the end of this module
+(`candidate_row`, `finished_trial_row`, `best_stage_row`, ...). Every consumer reads rows through `trial_rows` /
 `stage_rows` (typed, None for a missing value whatever the pandas version); `read_trials` /
 `read_stages` give DataFrames for column arithmetic.
 """
@@ -17,7 +18,7 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -260,3 +261,67 @@ def write_stage(search_dir: str | os.PathLike, row: dict | StageRow) -> pd.DataF
 def completed_stages(search_dir: str | os.PathLike) -> list[int]:
     """Stage numbers whose stage row says completed, ascending."""
     return sorted(r.stage for r in stage_rows(search_dir) if r.status == "completed")
+
+
+# ---- the one row builder: every ledger row is made here ---------------------------------------------
+
+_NAMED = ("trial_id", "search", "stage", "rate")  # set from the context (Tune fills its own trial_id in)
+
+
+def candidate_row(ctx, sample, name: str) -> TrialRow:
+    """A trial's row as known when it starts (its candidate): stage, rate, seed, sampled values."""
+    return TrialRow(search=ctx.search, stage=ctx.stage, rate=ctx.rate, seed=sample.seed, trial_id=name,
+                    alloc_base=sample.alloc_base, lr=sample.lr, parent_checkpoint=ctx.parent_checkpoint,
+                    parent_sha256=ctx.parent_sha256)
+
+
+def finished_trial_row(ctx, sample, name: str, result: dict, error: str | None, metric_name: str) -> TrialRow:
+    """A trial's row after Tune: completed when its final result came (`result["final"]`), whose
+    keys are TrialRow columns, else failed with `error`."""
+    ok = bool(result.get("final"))
+    done = {f.name: result[f.name] for f in fields(TrialRow) if f.name in result and f.name not in _NAMED} if ok else {}
+    return replace(candidate_row(ctx, sample, name), **done, status="completed" if ok else "failed",
+                   error=None if ok else error, metric_name=metric_name,
+                   epochs_run=done.get("epochs_run") if ok else result.get("epoch"), is_best=False)
+
+
+def with_latency(row: TrialRow, latency: dict | None, checkpoint_sha256: str | None) -> TrialRow:
+    if latency is None:
+        return row
+    return replace(row, latency_p50_ms=latency["p50_ms"], latency_p90_ms=latency["p90_ms"],
+                   latency_batch=latency["batch"], latency_threads=latency["threads"],
+                   latency_length=latency["length"], latency_device=latency["device"],
+                   checkpoint_sha256=checkpoint_sha256)
+
+
+def best_stage_row(best: TrialRow, rows: list[TrialRow], dense: StageRow, *, checkpoint: str, sha256: str,
+                   run_id: str | None, started_at: str, ended_at: str) -> StageRow:
+    """A completed rate stage: its best trial's figures, relative to the dense stage 0."""
+    from orchestrator.search.best_trial import reduction_pct, speedup_pct
+
+    return StageRow(search=best.search, stage=best.stage, rate=best.rate, status="completed", n_trials=len(rows),
+                    n_failed=sum(r.status != "completed" for r in rows), best_trial_id=best.trial_id,
+                    best_seed=best.seed, metric_name=best.metric_name, val_metric=best.val_metric,
+                    test_metric=best.test_metric, latency_p50_ms=best.latency_p50_ms,
+                    latency_p90_ms=best.latency_p90_ms, params=best.params,
+                    speedup_pct=speedup_pct(best.latency_p50_ms, dense.latency_p50_ms),
+                    param_reduction_pct=reduction_pct(best.params, dense.params), kept=best.kept,
+                    checkpoint=checkpoint, checkpoint_sha256=sha256, mlflow_run_id=run_id or "",
+                    started_at=started_at, ended_at=ended_at)
+
+
+def failed_stage_row(search: str, stage: int, rate: float, rows: list[TrialRow], metric_name: str,
+                     run_id: str | None, started_at: str, ended_at: str) -> StageRow:
+    return StageRow(search=search, stage=stage, rate=rate, status="failed", n_trials=len(rows), n_failed=len(rows),
+                    metric_name=metric_name, mlflow_run_id=run_id, started_at=started_at, ended_at=ended_at)
+
+
+def baseline_stage_row(search: str, *, metric_name: str, val: float, test: float, latency: dict, params: int,
+                       kept, checkpoint: str, sha256: str, run_id: str | None, started_at: str,
+                       ended_at: str) -> StageRow:
+    """Stage 0: the dense baseline."""
+    return StageRow(search=search, stage=0, rate=0.0, status="completed", n_trials=0, n_failed=0,
+                    best_trial_id="baseline", metric_name=metric_name, val_metric=val, test_metric=test,
+                    latency_p50_ms=latency["p50_ms"], latency_p90_ms=latency["p90_ms"], params=params,
+                    speedup_pct=0.0, param_reduction_pct=0.0, kept=encode_kept(kept), checkpoint=checkpoint,
+                    checkpoint_sha256=sha256, mlflow_run_id=run_id or "", started_at=started_at, ended_at=ended_at)

@@ -10,11 +10,11 @@ A search on an object store (`s3://...`) is pulled into its local working copy f
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from orchestrator.search.loop import CONFIG_NAME, META_NAME, _write_text_atomic, read_meta, run_locked
+from orchestrator.search.folder import CONFIG_NAME, META_NAME, SearchFolder, read_meta
+from orchestrator.search.loop import run_locked
 from orchestrator.search.lock import acquire_lock
 from search_spaces.errors import SearchStateError
 
@@ -47,7 +47,6 @@ def resume_search(search_dir: str | os.PathLike, *, config: str | None = None, o
     throughout); returns the local search folder (the working copy for a URI)."""
     from orchestrator.storage.work_copy import SearchStore, localise_meta
     from workers.objectstore import is_uri
-    from search_spaces.config import dump_config
 
     store = None
     if is_uri(str(search_dir)):
@@ -75,8 +74,8 @@ def resume_search(search_dir: str | os.PathLike, *, config: str | None = None, o
         if diff:
             meta["config"] = cfg.model_dump(mode="json")
             meta.setdefault("forced_changes", []).append(diff)
-            _write_text_atomic(search_dir / META_NAME, json.dumps(meta, indent=1))
-            _write_text_atomic(search_dir / CONFIG_NAME, dump_config(cfg))
+            SearchFolder(search_dir).write_meta(meta)
+            SearchFolder(search_dir).write_config(cfg)
             if store is not None:
                 store.push()
         return run_locked(search_dir, cfg, localise_meta(meta, search_dir), address=address, view=view,

@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 
 from orchestrator.search import ledger
-from orchestrator.search.loop import CONFIG_NAME, META_NAME, read_meta, stage_dir
+from orchestrator.search.folder import CONFIG_NAME, META_NAME, SearchFolder, read_meta
 from orchestrator.storage.disk import disk_usage, folder_bytes
 from orchestrator.search.lock import pid_alive, read_lock
 from orchestrator.storage.work_copy import localise_meta
@@ -25,7 +25,7 @@ _STAGE_FIELDS = ("stage", "rate", "status", "n_trials", "n_failed", "best_trial_
 
 
 def _starts(search_dir: Path, k: int) -> list[dict]:
-    path = stage_dir(search_dir, k) / "starts.log"
+    path = SearchFolder(search_dir).starts_log(k)
     if not path.exists():
         return []
     out = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from dataclasses import asdict
 
 _CURRENT = None  # the driver's active SearchView (Tune callbacks are pickled; they look it up)
 
@@ -80,7 +81,8 @@ class SearchView:
             (self.done if event == "done" else self.failed).add(trial)
         self._emit(self.status_line() + f"  ({trial} {event}{'' if val_metric is None else ' val ' + _fmt(val_metric, '.4f')})")
 
-    def stage_finished(self, k: int, row: dict) -> None:
+    def stage_finished(self, k: int, row) -> None:
+        row = row if isinstance(row, dict) else asdict(row)
         if k > 0:
             self.stage_times.append(time.time() - self.stage_t0)
         if self.best is None or k > 0:
@@ -157,28 +159,21 @@ def stage_plot(stages, path, *, metric_name: str = "metric"):
     return path
 
 
-try:
-    from ray.tune import Callback as _TuneCallback
-except ImportError:  # pragma: no cover
-    _TuneCallback = object
+class ViewEvents:
+    """Trial events (from `search/tune_stage.py`) -> the driver's current SearchView. Holds nothing
+    (Tune pickles its callbacks): the view is looked up when an event comes."""
 
-
-class ViewCallback(_TuneCallback):
-    """Forwards Tune trial events to the driver's current SearchView (picklable: holds nothing)."""
-
-    @staticmethod
-    def _name(trial) -> str:
-        seed = (trial.config or {}).get("seed")
-        return f"seed-{seed}" if (trial.config or {}).get("ctx", {}).get("algorithm") == "grid" else trial.trial_id
-
-    def on_trial_start(self, iteration, trials, trial, **info):
+    def trial_started(self, ctx, row) -> None:
         if _CURRENT is not None:
-            _CURRENT.trial_event(self._name(trial), "start")
+            _CURRENT.trial_event(row.trial_id, "start")
 
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        if _CURRENT is not None:
-            _CURRENT.trial_event(self._name(trial), "done", (trial.last_result or {}).get("val_metric"))
+    def trial_result(self, ctx, name: str, result: dict) -> None:
+        pass
 
-    def on_trial_error(self, iteration, trials, trial, **info):
+    def trial_completed(self, name: str, val_metric) -> None:
         if _CURRENT is not None:
-            _CURRENT.trial_event(self._name(trial), "failed")
+            _CURRENT.trial_event(name, "done", val_metric)
+
+    def trial_failed(self, name: str) -> None:
+        if _CURRENT is not None:
+            _CURRENT.trial_event(name, "failed")

@@ -1,9 +1,9 @@
 """The MLflow outbox: `<search>/mlflow-outbox.jsonl`, the writes MLflow refused after every retry.
 
 The ledger is the truth and MLflow a view of it, so a tracking server that is down or erroring
-never fails a trial or a stage. A write that still fails after `tracking.with_retry`'s back-off is
+never fails a trial or a stage. A write that still fails after `client.Tracker`'s retries is
 appended here as one JSON line naming the run by its stable `s4op.key` tag (and the run id it had,
-if any); `s4op sync-mlflow` (`orchestrator/sync.py`) replays the lines once MLflow is back.
+if any); `s4op sync-mlflow` (`orchestrator/search/sync.py`) replays the lines once MLflow is back.
 
 Appends are single `write` calls on an `O_APPEND` file, fsynced, so concurrent writers (driver and
 trials) never interleave within a line; a line torn by a kill is skipped on reading.
@@ -90,42 +90,22 @@ def rewrite_outbox(path: str | os.PathLike, records: list[dict], *, consumed: in
     os.replace(tmp, path)
 
 
-class _Attempt:
-    """Records whether one retried call succeeded and its last error."""
-
-    def __init__(self, fn):
-        self.fn, self.ok, self.error = fn, False, None
-
-    def __call__(self):
-        try:
-            result = self.fn()
-        except Exception as exc:  # noqa: BLE001 - re-raised for with_retry to count
-            self.error = exc
-            raise
-        self.ok = True
-        return result
-
-
-class _LookupFailed(Exception):
-    """MLflow could not be asked whether a run exists: creating one now could duplicate it."""
-
-
 def queueing_tracker(tracking_uri: str, outbox: str | os.PathLike, *, cooldown_s: float = 30.0, **kwargs):
-    """A `tracking.Tracker` for a live search whose writes never block the search for long:
+    """A forgiving `client.Tracker` for a live search whose writes never block the search for long:
 
     - a write that fails after every retry is appended to `outbox` (replayed by `s4op sync-mlflow`);
     - after such a failure, MLflow is not called for `cooldown_s` seconds: writes go straight to
       the outbox (a server that is down costs one round of retries, not one per write);
-    - a run whose lookup by `s4op.key` failed is NOT created (that would duplicate it once the
-      server answers again); the ledger replay of `sync-mlflow` creates it later.
+    - a run whose lookup by `s4op.key` failed is NOT created (`Tracker.run`); the ledger replay of
+      `sync-mlflow` creates it later.
     """
     import time as _time
 
-    from orchestrator.tracking.client import KEY_TAG, Tracker
+    from orchestrator.tracking.client import _FAILED, Tracker
 
     class QueueingTracker(Tracker):
         def __init__(self):
-            super().__init__(tracking_uri, **kwargs)
+            super().__init__(tracking_uri, strict=False, **kwargs)
             self.outbox = Path(outbox)
             self.cooldown_s = cooldown_s
             self._keys: dict[str, str] = {}
@@ -134,64 +114,61 @@ def queueing_tracker(tracking_uri: str, outbox: str | os.PathLike, *, cooldown_s
 
         def _retry(self, fn, what):
             pending, self._pending = self._pending, None
-            attempt = _Attempt(fn)
+            errors: list = []
+
+            def attempt():
+                try:
+                    return fn()
+                except Exception as exc:  # noqa: BLE001 - re-raised for the retries to count
+                    errors.append(exc)
+                    raise
+
             if _time.monotonic() < self._down_until:
-                attempt.error = "MLflow marked down after a failed write"
+                errors.append("MLflow marked down after a failed write")
             else:
                 result = super()._retry(attempt, what)
-                if attempt.ok:
+                if result is not _FAILED:
                     return result
                 self._down_until = _time.monotonic() + self.cooldown_s
             if pending is not None:
                 op, run_id, data, step = pending
                 enqueue(self.outbox, op, key=self._keys.get(run_id), run_id=run_id, data=data, step=step,
-                        error=repr(attempt.error))
-            return None
+                        error=repr(errors[-1]) if errors else "")
+            return _FAILED
 
         def _write(self, op, run_id, data, step, call):
             self._pending = (op, run_id, data, step) if run_id else None
             try:
-                call()
+                return call()
             finally:
                 self._pending = None
 
-        def find_run(self, experiment_id, key):
-            box = []
-            self._retry(lambda: box.append(self.client.search_runs(
-                [experiment_id], filter_string=f"tags.`{KEY_TAG}` = '{key}'", max_results=10)), f"search run {key}")
-            if not box:
-                raise _LookupFailed(key)
-            runs = sorted(box[0], key=lambda r: r.info.start_time or 0)
-            return runs[0].info.run_id if runs else None
-
         def run(self, experiment_id, key, **kw):
-            try:
-                run_id = super().run(experiment_id, key, **kw)
-            except _LookupFailed:
-                return None
+            run_id = super().run(experiment_id, key, **kw)
             if run_id:
                 self._keys[run_id] = key
             return run_id
 
-        def finish(self, run_id, status="FINISHED"):
-            self._write("terminate", run_id, {"status": status}, None, lambda: super(QueueingTracker, self).finish(run_id, status))
+        def finish(self, run_id, status="FINISHED", **kw):
+            self._write("terminate", run_id, {"status": status}, None,
+                        lambda: super(QueueingTracker, self).finish(run_id, status, **kw))
 
         def log_params(self, run_id, params):
-            self._write("params", run_id, {str(k): str(v) for k, v in (params or {}).items()}, None,
+            self._write("params", run_id, {str(k): str(v) for k, v in (params or {}).items() if v is not None}, None,
                         lambda: super(QueueingTracker, self).log_params(run_id, params))
 
-        def log_metrics(self, run_id, metrics, *, step=None):
+        def log_metrics(self, run_id, metrics, *, step=None, **kw):
             clean = {str(k): float(v) for k, v in metrics.items()
                      if v is not None and isinstance(v, (int, float)) and math.isfinite(float(v))}
-            self._write("metrics", run_id, clean, int(step or 0),
-                        lambda: super(QueueingTracker, self).log_metrics(run_id, metrics, step=step))
+            return self._write("metrics", run_id, clean, int(step or 0),
+                               lambda: super(QueueingTracker, self).log_metrics(run_id, metrics, step=step, **kw))
 
         def set_tags(self, run_id, tags):
-            self._write("tags", run_id, {str(k): str(v) for k, v in (tags or {}).items()}, None,
+            self._write("tags", run_id, {str(k): str(v) for k, v in (tags or {}).items() if v is not None}, None,
                         lambda: super(QueueingTracker, self).set_tags(run_id, tags))
 
         def log_artifact(self, run_id, path, artifact_path=None):
-            self._write("artifact", run_id, {"path": str(Path(path).resolve()), "artifact_path": artifact_path}, None,
-                        lambda: super(QueueingTracker, self).log_artifact(run_id, path, artifact_path))
+            return self._write("artifact", run_id, {"path": str(Path(path).resolve()), "artifact_path": artifact_path},
+                               None, lambda: super(QueueingTracker, self).log_artifact(run_id, path, artifact_path))
 
     return QueueingTracker()

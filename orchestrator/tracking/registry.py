@@ -71,7 +71,9 @@ class CheckpointModel(mlflow.pyfunc.PythonModel):
 
 
 def _client(tracking_uri: str) -> MlflowClient:
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    from orchestrator.tracking.client import Tracker
+
+    return Tracker(tracking_uri, strict=True).client
 
 
 def _ensure_model(client: MlflowClient, name: str, search_name: str) -> None:
@@ -96,21 +98,17 @@ def _existing_version(client: MlflowClient, name: str, stage: int, sha256: str):
     return None
 
 
-def _stage_run(client: MlflowClient, tracking_uri: str, search_name: str, stage: int) -> str:
-    """A run to hold the artifact when the caller has none: found-or-created by tag."""
-    experiment = client.get_experiment_by_name(search_name)
-    if experiment is not None:
-        experiment_id = experiment.experiment_id
-    else:  # artifacts beside a sqlite store (as the driver does), never in the current directory
-        location = None
-        if tracking_uri.startswith("sqlite:///"):
-            location = (Path(tracking_uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
-        experiment_id = client.create_experiment(search_name, artifact_location=location)
-    key = f"{search_name}/registry/stage-{stage}"
-    found = client.search_runs([experiment_id], filter_string=f"tags.`s4op.key` = '{key}'", max_results=1)
-    if found:
-        return found[0].info.run_id
-    return client.create_run(experiment_id, tags={"s4op.key": key}, run_name=f"stage-{stage}-model").info.run_id
+def _stage_run(tracking_uri: str, search_name: str, stage: int) -> str:
+    """A run to hold the artifact when the caller has none: found-or-created by key."""
+    from orchestrator.tracking.client import Tracker, default_tracking_uri
+
+    tracker = Tracker(tracking_uri, strict=True)
+    artifacts = None
+    if tracking_uri.startswith("sqlite:///"):  # artifacts beside a sqlite store (as the driver does)
+        artifacts = Path(tracking_uri[len("sqlite:///"):]).parent / "mlartifacts"
+    experiment_id = tracker.open_experiment(search_name, artifact_dir=artifacts)
+    return tracker.run(experiment_id, f"{search_name}/registry/stage-{stage}", name=f"stage-{stage}-model",
+                       reopen=False)
 
 
 def register_stage_best(tracking_uri: str, search_name: str, stage: int, rate: float,
@@ -132,7 +130,7 @@ def register_stage_best(tracking_uri: str, search_name: str, stage: int, rate: f
     _ensure_model(client, name, search_name)
     version = _existing_version(client, name, stage, sha256)
     if version is None:
-        run_id = run_id or _stage_run(client, tracking_uri, search_name, stage)
+        run_id = run_id or _stage_run(tracking_uri, search_name, stage)
         artifact_path = f"{ARTIFACT_DIR}/stage-{stage}"
         with tempfile.TemporaryDirectory(prefix="s4op-registry-") as tmp:
             local = Path(tmp) / "model"
@@ -157,16 +155,3 @@ def register_stage_best(tracking_uri: str, search_name: str, stage: int, rate: f
             description=f"stage {stage}, rate {float(rate):g}: best trial checkpoint {checkpoint_dir}")
     client.set_registered_model_alias(name, alias, version.version)
     return str(version.version)
-
-
-def load_registered(tracking_uri: str, search_name: str, rate: float):
-    """The pyfunc registered for `rate` (alias `rate-<pct>`), via `mlflow.pyfunc.load_model`."""
-    uri = f"models:/{registered_model_name(search_name)}@{rate_alias(rate)}"
-    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    try:
-        return mlflow.pyfunc.load_model(uri)
-    finally:
-        mlflow.set_tracking_uri(previous[0])
-        mlflow.set_registry_uri(previous[1])
