@@ -48,7 +48,6 @@ class TrialContext:
     weight_decay: float
     patience: int | None
     batch_size: int
-    grad_clip: float | None
     cpus_per_trial: int
     # where the driver tracks it (the trial itself never writes to MLflow)
     tracking_uri: str | None = None

@@ -71,7 +71,7 @@ def run_trial(config: dict) -> None:
         report_s["tune_report"] += time.time() - t1
 
     result = fit(model, splits, epochs=ctx.epochs, lr=sample.lr, weight_decay=ctx.weight_decay,
-                 batch_size=ctx.batch_size, patience=ctx.patience, grad_clip=ctx.grad_clip, seed=sample.seed,
+                 batch_size=ctx.batch_size, patience=ctx.patience, seed=sample.seed,
                  on_epoch=on_epoch, start_epoch=start_epoch, state=restored.state)
     marks["fit"] = time.time()
     val_metric = float(evaluate(model, splits.val, splits.info, batch_size=ctx.batch_size))

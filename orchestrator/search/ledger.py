@@ -280,9 +280,10 @@ def finished_trial_row(ctx, sample, name: str, result: dict, error: str | None, 
     keys are TrialRow columns, else failed with `error`."""
     ok = bool(result.get("final"))
     done = {f.name: result[f.name] for f in fields(TrialRow) if f.name in result and f.name not in _NAMED} if ok else {}
+    if not ok:
+        done = {"epochs_run": result.get("epoch")}
     return replace(candidate_row(ctx, sample, name), **done, status="completed" if ok else "failed",
-                   error=None if ok else error, metric_name=metric_name,
-                   epochs_run=done.get("epochs_run") if ok else result.get("epoch"), is_best=False)
+                   error=None if ok else error, metric_name=metric_name, is_best=False)
 
 
 def with_latency(row: TrialRow, latency: dict | None, checkpoint_sha256: str | None) -> TrialRow:

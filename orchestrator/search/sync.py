@@ -103,6 +103,9 @@ def replay_ledger(t: _Counting, folder: SearchFolder, meta: dict) -> str:
             parent = rows[0].parent_checkpoint if rows else None
             publish.publish_stage(t, search_run, ledger.replace(row, mlflow_run_id=stage_run), parent, facts,
                                   replay=True)
+    done = {r.stage for r in stages if r.status == "completed"}
+    if config and done >= set(range(len(config["search"]["rates"]) + 1)):  # the search ended, as live
+        t.finish(search_run, end_ms=publish.millis(by_stage[max(done)].ended_at))
     return experiment_id
 
 
