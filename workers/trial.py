@@ -63,10 +63,11 @@ def run_trial(config: dict) -> None:
 
     def on_epoch(report) -> None:
         t0 = time.time()
-        with trial_io.epoch_checkpoint(model, report.state, report.epoch, epoch_extra) as ckpt:
+        with trial_io.epoch_checkpoint(model, report.state, report.epoch, epoch_extra) as folder:
             t1 = time.time()
             tune.report({"epoch": int(report.epoch), "loss": float(report.train_loss),
-                         "val_metric": float(report.val_metric), "final": False}, checkpoint=ckpt)
+                         "val_metric": float(report.val_metric), "final": False},
+                        checkpoint=tune.Checkpoint.from_directory(folder))
         report_s["checkpoint"] += t1 - t0
         report_s["tune_report"] += time.time() - t1
 
@@ -92,5 +93,5 @@ def run_trial(config: dict) -> None:
     marks["saved"] = time.time()
     final["timings"] = json.dumps({"marks": marks, "per_epoch_s": report_s, "cpu_s": time.process_time() - cpu0,
                                    "pid": os.getpid()})
-    with trial_io.final_checkpoint(final) as ckpt:
-        tune.report(final, checkpoint=ckpt)
+    with trial_io.final_checkpoint(final) as folder:
+        tune.report(final, checkpoint=tune.Checkpoint.from_directory(folder))

@@ -84,19 +84,18 @@ def restore(checkpoint) -> Restored:
 
 
 @contextmanager
-def _tune_checkpoint(fill):
-    from ray import tune
-
+def _checkpoint_folder(fill):
+    """A temporary folder filled by `fill` (Tune copies it when it is reported), removed after."""
     folder = Path(tempfile.mkdtemp(prefix="s4op-ckpt-"))
     try:
         fill(folder)
-        yield tune.Checkpoint.from_directory(str(folder))
+        yield str(folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
 def epoch_checkpoint(model, state, epoch: int, extra: dict):
-    """A Tune checkpoint with the model and the train state after `epoch` epochs."""
+    """A checkpoint folder with the model and the train state after `epoch` epochs."""
     from workers.checkpoint import save_checkpoint
 
     def fill(folder: Path) -> None:
@@ -105,11 +104,11 @@ def epoch_checkpoint(model, state, epoch: int, extra: dict):
             state.save(folder / "train_state")
         (folder / "epoch.json").write_text(json.dumps({"epoch": epoch, **extra}))
 
-    return _tune_checkpoint(fill)
+    return _checkpoint_folder(fill)
 
 
 def final_checkpoint(final: dict):
-    return _tune_checkpoint(lambda folder: (folder / FINAL_MARKER).write_text(json.dumps(final)))
+    return _checkpoint_folder(lambda folder: (folder / FINAL_MARKER).write_text(json.dumps(final)))
 
 
 def task_splits(ctx):
