@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.tracking.client import NAME_TAG, Tracker, default_tracking_uri
+from orchestrator.tracking.client import NAME_TAG, PARENT_TAG, Tracker, default_tracking_uri
 from search_spaces.errors import ConfigError, S4opError
 
 EXPERIMENT = "s4op-train"
@@ -36,8 +36,9 @@ class BaselineRun:
                 self.run_id = t.run(experiment_id, self.key, name=self.name, parent_run_id=self.parent_run_id,
                                     tags=tags, reopen=False)
             else:
+                parent = {PARENT_TAG: self.parent_run_id} if self.parent_run_id else {}
                 self.run_id = t.client.create_run(experiment_id, run_name=self.name,
-                                                  tags={**tags, NAME_TAG: self.name}).info.run_id
+                                                  tags={**tags, NAME_TAG: self.name, **parent}).info.run_id
         except S4opError:
             raise
         except Exception as exc:  # unreachable server, unwritable sqlite file, unknown parent
