@@ -10,6 +10,9 @@ baseline (rate 0.0); rate stages are 1..K. Every row is built by the builders at
 (`candidate_row`, `finished_trial_row`, `best_stage_row`, ...). Every consumer reads rows through `trial_rows` /
 `stage_rows` (typed, None for a missing value whatever the pandas version); `read_trials` /
 `read_stages` give DataFrames for column arithmetic.
+
+Over 300 lines on purpose: the row types, their parquet schemas, their I/O and their one builder
+are one contract (a column added here is added everywhere), kept in one place.
 """
 
 from __future__ import annotations

@@ -13,7 +13,10 @@ not there yet. `resume` and `status` on a URI first pull the folder into the wor
 
 The working copy is `<work-dir>/<name>`; the default work dir is
 `$XDG_CACHE_HOME/s4op/work/<scheme>/<bucket>/<prefix>` (`~/.cache/...`), `--work-dir` overrides it.
-The lock is an object (`orchestrator/lock.py::acquire_uri_lock`).
+The lock is an object (`orchestrator/search/lock.py::acquire_uri_lock`).
+
+Over 300 lines on purpose: creating, opening, pulling and pushing a working copy share one
+ordering contract (what is mirrored last) that is easier to check in one module.
 """
 
 from __future__ import annotations
