@@ -21,9 +21,6 @@ except ImportError:  # pragma: no cover - older typer uses click itself
 
 from search_spaces.errors import S4opError
 
-# MLflow's per-download progress bars would interleave with the live driver view.
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
 JOURNEYS = ("data", "train", "bench", "search", "resume", "status", "report", "cluster", "sync")
 
 _debug_flag = False  # set by --debug for the current invocation only

@@ -34,7 +34,8 @@ MAX_PARAM_LEN = 6000  # MLflow's limit on one param value
 PARAMS_PER_BATCH = 100  # MLflow takes at most 100 params per log_batch
 _FAILED = object()  # a forgiving call that failed after every retry
 
-_HTTP_DEFAULTS = {  # MLflow's own HTTP retries back off for minutes; ours are shorter
+_HTTP_DEFAULTS = {  # MLflow's own HTTP retries back off for minutes; ours are shorter; its per-download
+    # progress bars would interleave with the live driver view. Set when a Tracker is made, not on import.
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "20", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
