@@ -11,7 +11,7 @@ import torch
 from report_fixtures import write_real_search
 
 from orchestrator.cli import main
-from orchestrator.reports.pipeline import export_search
+from orchestrator.reports.export import export_search
 from search_spaces.errors import CheckpointError, ConfigError, SearchStateError
 from workers import export as ex
 from workers.models import ModelSpec, S4Model

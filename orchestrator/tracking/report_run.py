@@ -6,7 +6,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-from orchestrator.tracking.client import KEY_TAG, PARENT_TAG, Tracker
+from orchestrator.tracking.client import PARENT_TAG, Tracker
 
 
 @contextmanager
@@ -27,7 +27,7 @@ def quick_http():
 
 def parent_run_id(tracker: Tracker, experiment_name: str, name: str, stage0_run_id: str | None) -> str | None:
     """The search's parent run: tag `s4op.key = <name>`, else the parent of the stage-0 run."""
-    found = tracker.find_run_by_name(experiment_name, name)
+    found = tracker.find_run(tracker.experiment_ids(experiment_name), name)
     if found:
         return found
     if stage0_run_id:
