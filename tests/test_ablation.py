@@ -9,7 +9,7 @@ import torch
 
 from support import tiny_model
 
-from orchestrator.ablation import ablate_layers, bypass_layer
+from orchestrator.reports.ablation import ablate_layers, bypass_layer
 from orchestrator.cli import main
 from search_spaces.errors import ConfigError
 from workers.checkpoint import save_checkpoint

@@ -180,7 +180,7 @@ def _wait(pred, timeout: float, what: str, driver: Driver, poll: float = 0.1):
 def _check_ledger_and_mlflow(search_dir: Path, seeds) -> None:
     import mlflow
 
-    from orchestrator import ledger
+    from orchestrator.search import ledger
 
     trials = ledger.read_trials(search_dir)
     stage1 = trials.loc[trials["stage"] == 1]

@@ -5,9 +5,9 @@ import io
 import numpy as np
 
 
-from orchestrator import ledger
-from orchestrator.stage_latency import latency_examples, measure_stage
-from orchestrator.view import SearchView, summary_table
+from orchestrator.search import ledger
+from orchestrator.search.stage_latency import latency_examples, measure_stage
+from orchestrator.search.view import SearchView, summary_table
 
 
 def test_latency_examples_cut_or_tile_the_split_to_each_batch_size():

@@ -12,7 +12,7 @@ from report_fixtures import write_real_search
 from support import tiny_model
 
 from orchestrator.cli import main
-from orchestrator.cli_report import export_search
+from orchestrator.reports.export import export_search
 from search_spaces.errors import CheckpointError, ConfigError, SearchStateError
 from workers import export as ex
 from workers.models import ModelSpec, S4Model

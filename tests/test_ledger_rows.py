@@ -10,11 +10,11 @@ from dataclasses import fields
 
 import pytest
 
-from orchestrator import ledger
-from orchestrator.cli_report import stage_for_rate, verified_checkpoint
-from orchestrator.report import load_search, table_ii
-from orchestrator.status import format_status
-from orchestrator.view import summary_table
+from orchestrator.search import ledger
+from orchestrator.reports.pipeline import stage_for_rate, verified_checkpoint
+from orchestrator.reports.table import load_search, table_ii
+from orchestrator.search.status import format_status
+from orchestrator.search.view import summary_table
 from search_spaces.errors import SearchStateError
 
 
@@ -88,7 +88,7 @@ def test_report_and_export_consumers_read_missing_values_as_none(tmp_path):
 
 
 def test_resume_refuses_a_stage_without_a_checkpoint_by_name(tmp_path):
-    from orchestrator.driver import _stage_checkpoint
+    from orchestrator.search.baseline_stage import verified_stage_checkpoint as _stage_checkpoint
 
     _sparse_ledger(tmp_path)
     with pytest.raises(SearchStateError, match="stage 1 has no checkpoint"):

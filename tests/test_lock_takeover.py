@@ -10,7 +10,7 @@ import multiprocessing as mp
 import os
 import socket
 
-from orchestrator.lock import acquire_lock, lock_path, read_lock
+from orchestrator.search.lock import acquire_lock, lock_path, read_lock
 from search_spaces.errors import SearchStateError
 
 TAKERS, ROUNDS = 8, 30

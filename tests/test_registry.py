@@ -9,10 +9,20 @@ from mlflow import MlflowClient
 
 from support import tiny_model
 
-from orchestrator.registry import load_registered, rate_alias, register_stage_best, registered_model_name
+from orchestrator.tracking.registry import rate_alias, register_stage_best, registered_model_name
 from search_spaces.errors import CheckpointError, ConfigError
 from workers.checkpoint import save_checkpoint
 from workers.pruning import compact
+
+
+
+def load_registered(tracking_uri: str, search_name: str, rate: float):
+    """The pyfunc registered for `rate`, loaded the way a user would (mlflow.pyfunc.load_model)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    return mlflow.pyfunc.load_model(f"models:/{registered_model_name(search_name)}@{rate_alias(rate)}")
 
 
 def _model(seed: int):
