@@ -52,6 +52,7 @@ TRIAL_SCHEMA = pa.schema(
         ("ended_at", pa.string()),
         ("node", pa.string()),
         ("is_best", pa.bool_()),
+        ("train_device", pa.string()),  # where the trial fine-tuned: "cpu", "cuda:0 (NVIDIA H100)"
     ]
 )
 

@@ -42,6 +42,7 @@ def _reject_bool(value: Any) -> Any:
 
 Int = Annotated[int, BeforeValidator(_reject_bool)]
 Float = Annotated[float, BeforeValidator(_reject_bool)]
+Precision = Literal["fp32", "bf16", "fp16"]  # training forward under autocast (workers.precision)
 
 
 class _Section(BaseModel):
@@ -147,6 +148,7 @@ class TrainSection(_Section):
     grad_clip: Optional[Float] = Field(1.0, gt=0.0)
     patience: Int = Field(5, ge=1)
     seed: Int = Field(0, ge=0, le=MAX_SEED)
+    precision: Precision = "fp32"
 
 
 class BaselineSection(_Section):
@@ -188,6 +190,7 @@ class FinetuneSection(_Section):
     weight_decay: Float = Field(1.0e-5, ge=0.0)
     patience: Int = Field(2, ge=1)
     batch_size: Int = Field(50, ge=1)
+    precision: Precision = "fp32"
 
 
 class AlgorithmSection(_Section):

@@ -14,6 +14,12 @@ metrics from the Tune results (`orchestrator/trial_tracking.py`). Each worker pr
 several trials in turn (Tune reuses actors), so nothing here may keep per-trial state in globals
 (the stage's data, loaded once per process, is the one thing kept).
 The final report carries `timings`: wall-clock phase ends of this trial (benchmarks read them).
+
+Device: a trial whose config asks for GPUs (`resources.gpu` > 0) fine-tunes and evaluates on the
+GPU Ray assigned to it (`workers.device.assigned_device`; one error line naming the node when that
+node's torch has no CUDA), in `search.finetune.precision`. The final report names the device
+(`train_device`, e.g. `cuda:0 (NVIDIA H100)` or `cpu`) and, on a GPU, the peak GPU memory the
+trial allocated (`gpu_peak_mb`).
 """
 
 from __future__ import annotations
@@ -137,6 +143,7 @@ def run_trial(config: dict) -> None:
     from ray import tune
 
     from workers.checkpoint import load_checkpoint, save_checkpoint
+    from workers.device import assigned_device
     from workers.pruning import compact, count_parameters, kept_channels
     from workers.training import TrainState, evaluate, fit
 
@@ -154,6 +161,9 @@ def run_trial(config: dict) -> None:
     torch.manual_seed(seed)
     name = trial_name(config)
     _injected_fault(ctx, name)
+    device, train_device = assigned_device(float((cfg.get("resources") or {}).get("gpu", 0.0)))
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(device)  # a reused worker: this trial's peak only
     stage_dir = Path(ctx["search_dir"]) / "stages" / f"stage-{ctx['stage']}"
     started_at = _now()
 
@@ -207,7 +217,8 @@ def run_trial(config: dict) -> None:
     result = fit(model, splits, epochs=int(finetune["epochs"]), lr=lr, weight_decay=float(finetune["weight_decay"]),
                  batch_size=int(finetune["batch_size"]), patience=int(finetune["patience"]),
                  grad_clip=finetune.get("grad_clip"), seed=seed, on_epoch=on_epoch,
-                 start_epoch=start_epoch, state=resumed_state)
+                 start_epoch=start_epoch, state=resumed_state, device=device,
+                 precision=finetune.get("precision", "fp32"))
     marks["fit"] = time.time()
     batch = int(finetune["batch_size"])
     val_metric = float(evaluate(model, splits.val, splits.info, batch_size=batch))
@@ -229,7 +240,10 @@ def run_trial(config: dict) -> None:
         "val_metric": val_metric, "test_metric": test_metric, "params": params, "kept": json.dumps(kept),
         "epochs_run": int(epochs_run), "model_dir": str(model_dir),
         "started_at": started_at, "ended_at": _now(), "node": socket.gethostname(),
+        "train_device": train_device, "precision": finetune.get("precision", "fp32"),
     }
+    if device.startswith("cuda"):
+        final["gpu_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     marks["saved"] = time.time()
     final["timings"] = json.dumps({"marks": marks, "per_epoch_s": report_s, "cpu_s": time.process_time() - cpu0,
                                    "pid": os.getpid()})

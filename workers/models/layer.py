@@ -128,9 +128,14 @@ class SSMConv(nn.Module):
             key = self._cache_key(L)
             if self._cache is not None and self._cache[0] == key:
                 return self._cache[1]
-        k_f = fft_kernel(self.kernel(L), L)  # (H_kept L+1)
+        k_f = fft_kernel(self.kernel_fp32(L), L)  # (H_kept L+1)
         self._cache = (key, k_f) if use_cache else None
         return k_f
+
+    def kernel_fp32(self, L: int) -> torch.Tensor:
+        """K (C H_kept L) computed in float32 / complex64 (or float64) even under autocast."""
+        with torch.autocast(self.D.device.type, enabled=False):
+            return self.kernel(L)  # (C H_kept L)
 
     def clear_cache(self) -> None:
         self._cache = None
@@ -148,7 +153,7 @@ class SSMConv(nn.Module):
         """K * u + D u on the held channels: u (B H_kept L) -> (B H_kept L)."""
         L = u.shape[-1]
         if torch.is_grad_enabled():  # training: the convolution with its own, cheaper backward
-            y = causal_fft_conv(u, time_kernel(self.kernel(L), L))  # (B H_kept L)
+            y = causal_fft_conv(u, time_kernel(self.kernel_fp32(L), L))  # (B H_kept L), float32
             return torch.addcmul(y, self.D[:, None], u)  # (B H_kept L)
         k_f = self.kernel_fft(L)  # (H_kept L+1)
         u_f = torch.fft.rfft(u, n=2 * L)  # (B H_kept L+1)
