@@ -13,6 +13,8 @@ thread count.
 
     .venv/bin/python benchmarks/bench_train_step.py                       # both shapes, 1 and 2 threads
     .venv/bin/python benchmarks/bench_train_step.py --shapes small --profile  # where our step's time goes
+    .venv/bin/python benchmarks/bench_train_step.py --device cuda --precision bf16  # on a GPU (timed with
+                                                                                    # CUDA synchronisation)
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from workers.models import ModelSpec, S4Model  # noqa: E402
 from workers.optim import build_optimizer  # noqa: E402
+from workers.precision import PRECISIONS, autocast, grad_scaler  # noqa: E402
 
 SHAPES = {  # name: (B, L, H, n_layers, N)
     "small": (16, 1024, 128, 4, 64),
@@ -109,24 +112,33 @@ def our_model(H: int, n_layers: int, N: int) -> S4Model:
     return S4Model(spec)
 
 
-def make_step(model: nn.Module, ours: bool, x: torch.Tensor, lengths: torch.Tensor, y: torch.Tensor):
-    """A closure running one forward + backward + AdamW step; the optimiser groups as in `fit`."""
+def make_step(model: nn.Module, ours: bool, x: torch.Tensor, lengths: torch.Tensor, y: torch.Tensor,
+              precision: str = "fp32"):
+    """A closure running one forward + backward + AdamW step (the optimiser groups, autocast and
+    grad scaler as in `fit`); on CUDA timed from a synchronised start to a synchronised end."""
+    device = x.device
+    model.to(device).train()
     optimizer = build_optimizer(model, 1e-3, 0.01)
-    model.train()
+    scaler = grad_scaler(device, precision)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def step() -> float:
+        sync()
         t0 = time.perf_counter()
-        logits = model(x, lengths) if ours else model(x)  # (B CLASSES)
-        loss = nn.functional.cross_entropy(logits, y)
+        with autocast(device, precision):
+            logits = model(x, lengths) if ours else model(x)  # (B CLASSES)
+        loss = nn.functional.cross_entropy(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        sync()
         return time.perf_counter() - t0
 
     return step
 
 
-def measure(shape: str, threads: int, steps: int, warmup: int) -> dict:
+def measure(shape: str, threads: int, steps: int, warmup: int, device: str = "cpu", precision: str = "fp32") -> dict:
     torch.set_num_threads(threads)
     B, L, H, n_layers, N = SHAPES[shape]
     torch.manual_seed(0)
@@ -134,10 +146,11 @@ def measure(shape: str, threads: int, steps: int, warmup: int) -> dict:
     params = [sum(p.numel() for p in m.parameters()) for m in (ours, plain)]
     if params[0] != params[1]:
         raise SystemExit(f"parameter counts differ: ours {params[0]}, plain {params[1]}")
-    x = torch.randint(1, VOCAB, (B, L))  # (B L)
-    lengths = torch.full((B,), L, dtype=torch.long)  # (B)
-    y = torch.randint(0, CLASSES, (B,))  # (B)
-    steps_of = {"ours": make_step(ours, True, x, lengths, y), "plain": make_step(plain, False, x, lengths, y)}
+    x = torch.randint(1, VOCAB, (B, L), device=device)  # (B L)
+    lengths = torch.full((B,), L, dtype=torch.long, device=device)  # (B)
+    y = torch.randint(0, CLASSES, (B,), device=device)  # (B)
+    steps_of = {"ours": make_step(ours, True, x, lengths, y, precision),
+                "plain": make_step(plain, False, x, lengths, y, precision)}
     for _ in range(warmup):
         for run in steps_of.values():
             run()
@@ -147,6 +160,7 @@ def measure(shape: str, threads: int, steps: int, warmup: int) -> dict:
             times[name].append(steps_of[name]())
     med = {name: statistics.median(t) for name, t in times.items()}
     return {"shape": shape, "B": B, "L": L, "H": H, "n_layers": n_layers, "N": N, "threads": threads,
+            "device": device, "precision": precision,
             "params": params[0], "steps": steps, "ours_ms": 1e3 * med["ours"], "plain_ms": 1e3 * med["plain"],
             "ratio": med["ours"] / med["plain"],
             "ours_min_ms": 1e3 * min(times["ours"]), "plain_min_ms": 1e3 * min(times["plain"])}
@@ -176,6 +190,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", default="1,2", help="comma-separated intra-op thread counts")
     parser.add_argument("--steps", type=int, default=8, help="timed steps per model (median; >= 8)")
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="autocast type of the step (both models)")
     parser.add_argument("--profile", action="store_true", help="print a profiler table instead of timing")
     args = parser.parse_args(argv)
     shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
@@ -187,15 +203,19 @@ def main(argv: list[str] | None = None) -> None:
         for shape in shapes:
             profile(shape, threads[0])
         return
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device: got {args.device!r} but torch {torch.__version__} has no CUDA here")
     if args.steps < 8:
         raise SystemExit(f"--steps: got {args.steps}, expected >= 8 (the median needs them)")
+    where = torch.cuda.get_device_name(torch.device(args.device)) if args.device.startswith("cuda") else "cpu"
     print(f"bench_train_step: {platform.machine()} ({torch.get_num_threads()} threads default), torch {torch.__version__}, "
-          f"python {platform.python_version()}, {datetime.now(timezone.utc).isoformat(timespec='seconds')}")
+          f"python {platform.python_version()}, {datetime.now(timezone.utc).isoformat(timespec='seconds')}, "
+          f"device {args.device} ({where}), precision {args.precision}")
     print(f"{'shape':>6} {'B':>3} {'L':>5} {'H':>4} {'layers':>6} {'threads':>7} {'params':>9} "
           f"{'ours ms':>9} {'plain ms':>9} {'ratio':>6} {'min ratio':>9}")
     for shape in shapes:
         for t in threads:
-            r = measure(shape, t, args.steps, args.warmup)
+            r = measure(shape, t, args.steps, args.warmup, args.device, args.precision)
             print(f"{shape:>6} {r['B']:>3} {r['L']:>5} {r['H']:>4} {r['n_layers']:>6} {t:>7} {r['params']:>9,} "
                   f"{r['ours_ms']:>9.1f} {r['plain_ms']:>9.1f} {r['ratio']:>6.3f} {r['ours_min_ms'] / r['plain_min_ms']:>9.3f}",
                   flush=True)

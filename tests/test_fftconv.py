@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from workers.models.fftconv import causal_fft_conv
+from workers.models.fftconv import causal_fft_conv, fft_length
 from workers.models.s4d import S4DKernel
 
 
@@ -18,7 +18,7 @@ def test_fft_conv_values_and_gradients_equal_autograd(kernel_length):
     B, H, L = 3, 4, 37
     u = torch.randn(B, H, L, dtype=torch.double, requires_grad=True)  # (B H L)
     k = torch.randn(H, L if kernel_length == "L" else 2 * L, dtype=torch.double, requires_grad=True)  # (H Lk)
-    y, ref = causal_fft_conv(u, k), _autograd_conv(u, k)  # (B H L)
+    y, ref = causal_fft_conv(u, k, n=2 * L), _autograd_conv(u, k)  # (B H L)
     assert torch.equal(y, ref)  # the forward is the same sequence of operations
     g = torch.randn_like(y)
     for ours, theirs in zip(torch.autograd.grad(y, (u, k), g), torch.autograd.grad(ref, (u, k), g)):
@@ -26,6 +26,34 @@ def test_fft_conv_values_and_gradients_equal_autograd(kernel_length):
         assert torch.allclose(ours, theirs, atol=1e-11)
     assert torch.autograd.gradcheck(causal_fft_conv, (u[:1, :2, :9].detach().requires_grad_(),
                                                       k[:2, :9].detach().requires_grad_()))
+
+
+@pytest.mark.parametrize("kernel_length", ["L", "2L"])
+def test_fft_conv_at_the_fast_length_is_the_direct_sum(kernel_length):
+    torch.manual_seed(0)
+    B, H, L = 2, 3, 37  # 2L = 74 = 2 * 37: a causal kernel runs at n = 75 instead
+    u = torch.randn(B, H, L, dtype=torch.double)  # (B H L)
+    k = torch.randn(H, L if kernel_length == "L" else 2 * L, dtype=torch.double)  # (H Lk)
+    expected = torch.zeros_like(u)
+    for t in range(L):
+        for s in range(L):
+            if s <= t:
+                expected[..., t] += k[:, t - s] * u[..., s]
+            elif kernel_length == "2L":  # the anticausal part, wrapped around at 2L
+                expected[..., t] += k[:, 2 * L - (s - t)] * u[..., s]
+    assert torch.allclose(causal_fft_conv(u, k), expected, atol=1e-10)
+
+
+def test_fft_length_is_the_next_2_3_5_smooth_number():
+    def smooth(m):
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        return m == 1
+
+    for n in range(1, 3000):
+        m = fft_length(n)
+        assert m >= n and smooth(m) and not any(smooth(j) for j in range(n, m)), n
 
 
 def test_fft_conv_stays_float32_under_bf16_autocast():
