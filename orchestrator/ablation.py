@@ -4,8 +4,8 @@ For each layer i, a copy of the model has every channel of layer i bypassed (ide
 layer's SSM convolution and D term are skipped and its input goes straight to the activation, as for
 a pruned channel; a model pruned with bypass "zero" drops them instead) and is evaluated on the
 validation split without fine-tuning. The normal pruning API refuses an empty kept set, so this uses
-the layer's operator mask (`SSMConv.mask`, the mechanism of `workers.pruning.masked`) set to all
-off: nothing is removed, the layer's operators are simply switched off.
+`workers.pruning.bypass_layer` (the layer's operator mask set to all off): nothing is removed, the
+layer's operators are simply switched off.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import copy
 import math
 
 import pandas as pd
-import torch
 
 from search_spaces.errors import ConfigError
+from workers.pruning import bypass_layer as switch_off_layer
 
 COLUMNS = ["layer", "metric_name", "metric", "drop", "kept_channels"]
 
@@ -27,9 +27,7 @@ def bypass_layer(model, layer: int):
     if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n_layers:
         raise ConfigError(f"ablation layer: got {layer!r}, expected 0..{n_layers - 1}")
     new = copy.deepcopy(model).eval()
-    conv = new.blocks[layer].conv
-    conv.mask = torch.zeros(len(conv.kept), dtype=torch.bool, device=conv.kept.device)  # (H_kept) all off
-    conv.clear_cache()
+    switch_off_layer(new, layer)
     return new
 
 

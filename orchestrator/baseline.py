@@ -38,7 +38,8 @@ def prepare_data(cfg) -> tuple[Any, str]:
     if gen is not None and not (data_dir.is_dir() and any(data_dir.iterdir())):
         generate_task(cfg.task.name, data_dir, size={"train": gen.train, "val": gen.val, "test": gen.test},
                       seed=gen.seed, options=dict(gen.options))
-    splits = load_task(cfg.task.name, data_dir, max_len=cfg.task.max_len, val_fraction=cfg.task.val_fraction)
+    splits = load_task(cfg.task.name, data_dir, max_len=cfg.task.max_len, val_fraction=cfg.task.val_fraction,
+                       loader=cfg.task.loader, metric=cfg.task.metric)
     return splits, fingerprint(data_dir)
 
 

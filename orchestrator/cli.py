@@ -24,7 +24,7 @@ from search_spaces.errors import S4opError
 # MLflow's per-download progress bars would interleave with the live driver view.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-JOURNEYS = ("data", "train", "bench", "search", "report", "cluster", "hardening")
+JOURNEYS = ("data", "train", "bench", "search", "report", "cluster", "hardening", "import")
 
 _debug_flag = False  # set by --debug for the current invocation only
 

@@ -35,11 +35,13 @@ def latency(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:k]."),
     length: int = typer.Option(None, "--length", help="Override the preset's sequence length (quick checks)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+    checkpoint: str = typer.Option(None, "--checkpoint", help="Time this checkpoint folder's model (e.g. from s4op "
+                                   "import) instead of a preset's random weights."),
 ) -> None:
     """Time dense and pruned models of the paper's sizes (random weights) and compare with the ideal."""
     from workers import bench
 
-    preset_obj = bench.bench_preset(preset)  # validate every option before any timing
+    preset_obj = bench.bench_preset(preset) if checkpoint is None else None  # validate options before timing
     rate_list = bench.parse_rates(rates)
     batch_list = bench.parse_batch_sizes(batch_sizes)
     bypass_list = bench.parse_choices("--bypass", bypass, BYPASS_MODES)
@@ -50,7 +52,8 @@ def latency(
     if length is not None:
         bench.check_count("--length", length, 1)
     progress = None if json_out else (lambda msg: print(f"  timing {msg}", file=sys.stderr))
-    result = bench.run_latency_bench(preset_obj.name, rates=rate_list, batch_sizes=batch_list, threads=threads,
+    result = bench.run_latency_bench(preset_obj.name if preset_obj else preset, checkpoint=checkpoint,
+                                     rates=rate_list, batch_sizes=batch_list, threads=threads,
                                      bypasses=bypass_list, kernels=kernel_list, repeats=repeats, warmup=warmup,
                                      seed=seed, device=device, length=length, progress=progress)
     if json_out:

@@ -2,7 +2,7 @@
 
     s4op data generate <task> --out DIR [--size train=N,val=N,test=N | --train N --val N --test N]
                        [--seed S] [--option key=value ...] [--force]
-    s4op data info <task> DIR [--max-len L] [--val-fraction F] [--seed S] [--json]
+    s4op data info <task> DIR [--max-len L] [--val-fraction F] [--seed S] [--json] [--loader M:F] [--metric M]
 """
 
 from __future__ import annotations
@@ -88,18 +88,21 @@ def generate(
 
 @data_app.command("info")
 def info(
-    task: str = typer.Argument(..., help="listops, pathfinder, imdb or ecg"),
+    task: str = typer.Argument(..., help="listops, pathfinder, imdb, ecg, parquet or python"),
     data_dir: Path = typer.Argument(..., help="The task's data folder."),
     max_len: Optional[int] = typer.Option(None, "--max-len", help="Pad/truncate to this length."),
     val_fraction: float = typer.Option(0.2, "--val-fraction", help="Share of train carved as val when no val file."),
     seed: int = typer.Option(0, "--seed", help="Seed of the validation carve-out."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    loader: Optional[str] = typer.Option(None, "--loader", help="Task python: package.module:function."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="Tasks parquet, python: accuracy | macro_f1."),
 ) -> None:
     """Print split sizes, lengths and label distribution (majority-class rate) of a data folder."""
     from workers.data import fingerprint, load_task
     from workers.data.tasks import summarize
 
-    splits = load_task(task, data_dir, max_len=max_len, val_fraction=val_fraction, seed=seed)
+    splits = load_task(task, data_dir, max_len=max_len, val_fraction=val_fraction, seed=seed, loader=loader,
+                       metric=metric)
     summary = summarize(splits)
     summary["data_dir"] = str(Path(data_dir).absolute())
     summary["fingerprint"] = fingerprint(data_dir)
@@ -108,6 +111,10 @@ def info(
         return
     typer.echo(f"{task} data in {summary['data_dir']} (L={summary['L']}, metric {summary['metric']})")
     typer.echo(f"fingerprint: {summary['fingerprint']}")
+    what = "vocabulary" if summary["input_kind"] == "tokens" else "channels"
+    labels = "labels (multi-label)" if summary["multilabel"] else "classes"
+    typer.echo(f"input {summary['input_kind']}, {what} {summary['d_input']}, {summary['n_classes']} {labels}, "
+               f"longest sequence {summary['longest']}")
     for name, d in summary["splits"].items():
         line = f"  {name:<5} n={d['n']:<7}"
         if d["n"]:

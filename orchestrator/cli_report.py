@@ -19,9 +19,10 @@ from typing import List, Optional
 
 import typer
 
+from orchestrator import ledger
 from search_spaces.errors import CheckpointError, ConfigError, S4opError, SearchStateError
 
-EXPORT_TOLERANCE = 1e-4
+from orchestrator.model_export import EXPORT_TOLERANCE  # noqa: F401 (the export check's bound)
 
 
 def _warn(message: str) -> None:
@@ -73,7 +74,7 @@ def parse_rate(rate: float) -> float:
     return rate / 100.0 if rate >= 1.0 else rate
 
 
-def stage_for_rate(search, rate: float) -> dict:
+def stage_for_rate(search, rate: float) -> ledger.StageRow:
     """The completed stage row searched at `rate` (ConfigError naming the rates searched if none)."""
     stages = search.stages
     hit = stages[(stages["rate"] - rate).abs() < 1e-6]
@@ -81,21 +82,21 @@ def stage_for_rate(search, rate: float) -> dict:
         have = ", ".join(f"{r:g}" for r in stages["rate"])
         raise ConfigError(f"--rate {rate:g}: not a completed stage of search {search.name!r} "
                           f"({search.folder}); expected one of {have}")
-    return hit.iloc[0].to_dict()
+    return ledger.rows_of(hit.iloc[:1], ledger.StageRow)[0]
 
 
-def verified_checkpoint(search, row: dict) -> Path:
+def verified_checkpoint(search, row: ledger.StageRow) -> Path:
     """The stage's checkpoint folder, after checking its sha256 against the ledger."""
     from workers.checkpoint import checkpoint_sha256
 
-    folder = _resolve_checkpoint(search.folder, row.get("checkpoint"))
+    folder = _resolve_checkpoint(search.folder, row.checkpoint)
     if folder is None:
-        raise SearchStateError(f"{search.folder}/ledger/stages.parquet: stage {row['stage']} has no checkpoint")
+        raise SearchStateError(f"{search.folder}/ledger/stages.parquet: stage {row.stage} has no checkpoint")
     actual = checkpoint_sha256(folder)  # CheckpointError if files are missing
-    expected = row.get("checkpoint_sha256")
+    expected = row.checkpoint_sha256
     if expected and actual != expected:
         raise CheckpointError(f"checkpoint {folder}: sha256 {actual[:12]}... differs from the ledger's "
-                              f"{str(expected)[:12]}... (stage {row['stage']}); the files were altered or corrupted")
+                              f"{str(expected)[:12]}... (stage {row.stage}); the files were altered or corrupted")
     return folder
 
 
@@ -168,15 +169,14 @@ def register_search(search, tracking_uri: str) -> dict[float, str]:
     from orchestrator.registry import register_stage_best
 
     versions = {}
-    for row in search.stages.to_dict("records"):
+    for row in ledger.rows_of(search.stages, ledger.StageRow):
         try:
             folder = verified_checkpoint(search, row)
             with _quick_http():
-                versions[float(row["rate"])] = register_stage_best(
-                    tracking_uri, search.name, int(row["stage"]), float(row["rate"]), folder,
-                    row.get("mlflow_run_id") or None)
+                versions[row.rate] = register_stage_best(
+                    tracking_uri, search.name, row.stage, row.rate, folder, row.mlflow_run_id)
         except Exception as exc:  # noqa: BLE001 - the registry is a view; the report is written
-            _warn(f"model registry: stage {row['stage']} (rate {row['rate']:g}) not registered: "
+            _warn(f"model registry: stage {row.stage} (rate {row.rate:g}) not registered: "
                   f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
     return versions
 
@@ -272,7 +272,8 @@ def run_ablation(checkpoint: str | os.PathLike, *, data_dir: str | os.PathLike |
         max_len = cfg.task.max_len
     if val_fraction is None:
         val_fraction = cfg.task.val_fraction if cfg is not None else 0.2
-    splits = load_task(task, data_dir, max_len=max_len, val_fraction=val_fraction)
+    own = {"loader": cfg.task.loader, "metric": cfg.task.metric} if cfg is not None else {}
+    splits = load_task(task, data_dir, max_len=max_len, val_fraction=val_fraction, **own)
     table = ablate_layers(model, splits.val, splits.info, batch_size=batch_size)
     out = Path(out_dir) if out_dir is not None else checkpoint / "ablation"
     files = _write_ablation(table, out)
@@ -290,11 +291,11 @@ def _write_ablation(table, out: Path) -> list[Path]:
 
 # ---- export ----------------------------------------------------------------------------------------
 
-def _default_length(search, row: dict) -> int | None:
+def _default_length(search, row: ledger.StageRow) -> int | None:
     trials = search.trials
     if not trials.empty:
-        hit = trials[(trials["stage"] == row["stage"]) & trials["latency_length"].notna()]
-        best = hit[hit["trial_id"] == row.get("best_trial_id")]
+        hit = trials[(trials["stage"] == row.stage) & trials["latency_length"].notna()]
+        best = hit[hit["trial_id"] == row.best_trial_id]
         for frame in (best, hit, trials[trials["latency_length"].notna()]):
             if not frame.empty:
                 return int(frame["latency_length"].iloc[0])
@@ -308,60 +309,35 @@ def export_search(search_dir: str | os.PathLike, rate: float, fmt: str, out: str
     """Export the selected model of `rate`; check it against eager PyTorch; time ONNX/TorchScript.
 
     Writes `out` and `out`.json (the record: source stage, checkpoint hash, shapes, max |diff|,
-    latencies). Raises S4opError (nothing left behind) if the check exceeds 1e-4.
+    latencies). Raises S4opError (nothing left behind) if the check exceeds 1e-4. Format
+    state-spaces writes the S4 authors' state-dict layout instead (`orchestrator.model_export`).
     """
-    import torch
-
+    from orchestrator.model_export import STATE_SPACES, export_formats, export_model
     from orchestrator.report import load_search
-    from workers import export as ex
     from workers.checkpoint import load_checkpoint
-    from workers.latency import measure_latency
 
-    if fmt not in ex.FORMATS:
-        raise ConfigError(f"--format: got {fmt!r}, expected one of {', '.join(ex.FORMATS)}")
+    if fmt not in export_formats():
+        raise ConfigError(f"--format: got {fmt!r}, expected one of {', '.join(export_formats())}")
     if batch < 1:
         raise ConfigError(f"--batch: got {batch}, expected a positive integer")
     search = load_search(search_dir)
     rate = parse_rate(rate)
     row = stage_for_rate(search, rate)
     folder = verified_checkpoint(search, row)
+    if fmt == STATE_SPACES:
+        from workers.interop.importer import export_state_spaces
+
+        return {"stage": row.stage, "rate": row.rate, **export_state_spaces(folder, out)}
     model, _ = load_checkpoint(folder)
     if length is None:
         length = _default_length(search, row)
         if length is None:
-            raise ConfigError(f"export: no sequence length recorded for stage {row['stage']} of {search.folder}; "
+            raise ConfigError(f"export: no sequence length recorded for stage {row.stage} of {search.folder}; "
                               "expected --length L")
-    if length < 1:
-        raise ConfigError(f"--length: got {length}, expected a positive integer")
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        module = ex.streaming(model) if streaming else ex.deployable(model, length, form)
-        inputs = ex.module_inputs(module, model, batch, length)
-        record = {"search": search.name, "stage": int(row["stage"]), "rate": float(row["rate"]), "format": fmt,
-                  "batch": batch, "checkpoint": str(folder), "checkpoint_sha256": row.get("checkpoint_sha256"),
-                  **ex.describe(model, module)}
-        out = Path(out)
-        path = ex.write_export(module, inputs, fmt, out, record)
-        try:
-            diff = ex.max_abs_diff(path, fmt, model, module, inputs)
-            if not diff <= EXPORT_TOLERANCE:
-                raise S4opError(f"export check: {fmt} output differs from PyTorch by {diff:.3g} > "
-                                f"{EXPORT_TOLERANCE:g}; nothing written")
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
-        record["max_abs_diff"] = diff
-        if fmt in ("onnx", "torchscript"):
-            record["latency"] = {fmt: {**ex.time_callable(ex.run_exported(path, fmt, module, inputs, threads),
-                                                          repeats=repeats, warmup=warmup), "threads": threads}}
-            if not streaming:
-                eager = measure_latency(model, (inputs[0],), repeats=repeats, warmup=warmup, threads=threads)
-                record["latency"]["pytorch_eager"] = {k: eager[k] for k in ("p50_ms", "p90_ms", "mean_ms", "repeats", "threads")}
-    finally:
-        torch.set_num_threads(old_threads)
-    Path(f"{out}.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
-    return record
+    record = {"search": search.name, "stage": row.stage, "rate": row.rate,
+              "checkpoint": str(folder), "checkpoint_sha256": row.checkpoint_sha256}
+    return export_model(model, fmt, out, record, batch=batch, length=length, streaming=streaming, threads=threads,
+                        repeats=repeats, warmup=warmup, form=form)
 
 
 # ---- commands --------------------------------------------------------------------------------------
@@ -410,9 +386,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command("export")
     def export(
-        search_dir: str = typer.Argument(..., help="Search folder (<storage>/<name>), or its s3:// / gs:// URI."),
-        rate: float = typer.Option(..., "--rate", help="Pruning rate of the stage to export: 0.5 or 50."),
-        fmt: str = typer.Option("onnx", "--format", help="safetensors | onnx | torchscript."),
+        search_dir: Optional[str] = typer.Argument(None, help="Search folder (<storage>/<name>), or its s3:// / gs:// URI."),
+        rate: Optional[float] = typer.Option(None, "--rate", help="Pruning rate of the stage to export: 0.5 or 50."),
+        from_checkpoint: Optional[Path] = typer.Option(None, "--from-checkpoint", help="Export this checkpoint "
+                                                       "folder (e.g. from s4op import) instead of a search's stage."),
+        fmt: str = typer.Option("onnx", "--format", help="safetensors | onnx | torchscript | state-spaces."),
         out: Path = typer.Option(..., "--out", help="Output file."),
         batch: int = typer.Option(1, "--batch", min=1, help="Fixed batch size."),
         length: Optional[int] = typer.Option(None, "--length", min=1, help="Fixed sequence length [default: the latency length]."),
@@ -422,13 +400,24 @@ def register(app: typer.Typer) -> None:
                                  "else fft) | fft (cached kernel spectrum, DFT) | scan (chunked S4D scan, matmuls)."),
     ) -> None:
         """The selected model of one rate, compacted and kernel-cached, checked against PyTorch."""
+        from orchestrator.model_export import STATE_SPACES, export_checkpoint
         from orchestrator.remote import open_search
 
-        search_dir = open_search(search_dir, what="report")[0]
-        record = export_search(search_dir, rate, fmt, out, batch=batch, length=length, streaming=streaming,
-                               threads=threads, form=form)
+        if (from_checkpoint is None) == (search_dir is None) or (search_dir is not None and rate is None):
+            raise ConfigError("export: expected SEARCH_DIR --rate R, or --from-checkpoint DIR")
+        if from_checkpoint is not None:
+            record = export_checkpoint(from_checkpoint, fmt, out, batch=batch, length=length, streaming=streaming,
+                                       threads=threads, form=form)
+        else:
+            search_dir = open_search(search_dir, what="report")[0]
+            record = export_search(search_dir, rate, fmt, out, batch=batch, length=length, streaming=streaming,
+                                   threads=threads, form=form)
+        if fmt == STATE_SPACES:
+            typer.echo(f"wrote a {record['layout']['layer']} state dict to {out} (constructor arguments in {out}.json)")
+            return
         shape = f"batch {record['batch']}" + ("" if streaming else f", length {record['length']}")
-        typer.echo(f"exported stage {record['stage']} (rate {record['rate']:g}) as {fmt} "
+        what = f"stage {record['stage']} (rate {record['rate']:g})" if "stage" in record else str(from_checkpoint)
+        typer.echo(f"exported {what} as {fmt} "
                    f"{record['form']} form ({shape}) to {out}; max |diff| vs PyTorch "
                    f"{record['max_abs_diff']:.2e}")
         for name, lat in record.get("latency", {}).items():

@@ -5,7 +5,7 @@ ledger/, baseline/, stages/stage-<k>/ (Tune experiment, trial models, starts.log
 
 For each rate r_k (k = 1..K): trials = seeds (grid) or Optuna samples, each `workers.trial.run_trial`
 on `tune.with_resources`; then latency of every finished trial's model with exclusive use of the
-device (`stage_latency`); the best trial (`selection_rule.choose_best`) is copied to
+device (`stage_latency`); the best trial (`search_spaces.best_trial.choose_best`) is copied to
 `stages/stage-<k>/best/` and becomes stage k+1's parent (one-shot mode: the baseline always is);
 trial rows then the stage row go to the ledger (the stage row last: it marks the stage complete).
 An interrupted stage is continued with `Tuner.restore(resume_errored=True)`.
@@ -31,7 +31,7 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 from orchestrator import ledger
 from orchestrator.lock import acquire_lock
-from orchestrator.selection_rule import choose_best, reduction_pct, speedup_pct
+from search_spaces.best_trial import choose_best, reduction_pct, speedup_pct
 from orchestrator.tracking import Tracker, default_tracking_uri, run_key
 from search_spaces.errors import SearchStateError
 
@@ -252,7 +252,7 @@ def run_locked(search_dir: Path, cfg, meta: dict, *, address, view, num_cpus) ->
             best = _run_stage(ctx, k, float(rate), parent)
             parent = best if s.mode == "incremental" else baseline
         tracker.finish(search_run)
-        view.finish(ledger.read_stages(search_dir), metric_name=ctx.splits.info.metric)
+        view.finish(ledger.stage_rows(search_dir), metric_name=ctx.splits.info.metric)
     finally:
         view.stop()
         if ctx.ray is not None and ctx.ray.started_here:
@@ -279,11 +279,10 @@ def _stage_checkpoint(search_dir: Path, stage: int) -> str:
     from search_spaces.errors import CheckpointError
     from workers.checkpoint import checkpoint_sha256
 
-    stages = ledger.read_stages(search_dir)
-    row = stages.loc[stages["stage"] == stage]
-    if row.empty or not row.iloc[0]["checkpoint"]:
+    row = next((r for r in ledger.stage_rows(search_dir) if r.stage == stage), None)
+    if row is None or not row.checkpoint:
         raise SearchStateError(f"{ledger.stages_path(search_dir)}: stage {stage} has no checkpoint")
-    path, expected = str(row.iloc[0]["checkpoint"]), row.iloc[0]["checkpoint_sha256"]
+    path, expected = row.checkpoint, row.checkpoint_sha256
     actual = checkpoint_sha256(path)
     if expected and actual != expected:
         raise CheckpointError(f"checkpoint {path} was altered since stage {stage} recorded it (sha256 {actual[:12]} "
@@ -573,12 +572,11 @@ def _run_stage(ctx: SearchContext, k: int, rate: float, parent: str) -> str:
         shutil.copytree(best["checkpoint"], tmp)
         shutil.rmtree(best_dir, ignore_errors=True)
         os.replace(tmp, best_dir)
-    dense = ledger.read_stages(search_dir)
-    dense = dense.loc[dense["stage"] == 0].iloc[0]
+    dense = next(r for r in ledger.stage_rows(search_dir) if r.stage == 0)
     for r in rows:
         ctx.tracker.log_metrics(r["mlflow_run_id"], {
             "latency_p50_ms": r.get("latency_p50_ms"), "latency_p90_ms": r.get("latency_p90_ms"),
-            "speedup_pct": speedup_pct(r.get("latency_p50_ms"), dense["latency_p50_ms"])})
+            "speedup_pct": speedup_pct(r.get("latency_p50_ms"), dense.latency_p50_ms)})
         ctx.tracker.set_tags(r["mlflow_run_id"], {"s4op.is_best": r["is_best"], "s4op.status": r["status"]})
         ctx.tracker.finish(r["mlflow_run_id"], "FINISHED" if r["status"] == "completed" else "FAILED")
     row = {
@@ -587,8 +585,8 @@ def _run_stage(ctx: SearchContext, k: int, rate: float, parent: str) -> str:
         "best_seed": best["seed"], "metric_name": best["metric_name"], "val_metric": best["val_metric"],
         "test_metric": best["test_metric"], "latency_p50_ms": best["latency_p50_ms"],
         "latency_p90_ms": best["latency_p90_ms"], "params": best["params"],
-        "speedup_pct": speedup_pct(best["latency_p50_ms"], dense["latency_p50_ms"]),
-        "param_reduction_pct": reduction_pct(best["params"], dense["params"]), "kept": best["kept"],
+        "speedup_pct": speedup_pct(best["latency_p50_ms"], dense.latency_p50_ms),
+        "param_reduction_pct": reduction_pct(best["params"], dense.params), "kept": best["kept"],
         "checkpoint": best_location, "checkpoint_sha256": checkpoint_sha256(best_dir),
         "mlflow_run_id": stage_run or "", "started_at": started, "ended_at": _now(),
     }

@@ -4,15 +4,20 @@ The ledger is the source of truth of a search (MLflow is a view of it). It is wr
 only, and every write replaces the whole file atomically (write a temp file, fsync, rename), so a
 driver killed at any moment leaves either the old or the new ledger, never a torn one.
 
-Rows are plain dicts keyed by the column names below; `kept` is stored as a JSON string (list of
-lists of original channel indices). Stage 0 is the dense baseline (rate 0.0); rate stages are 1..K.
+Columns are the fields of `TrialRow` and `StageRow` (the parquet schemas are derived from them);
+`kept` is stored as a JSON string (list of lists of original channel indices). Stage 0 is the dense
+baseline (rate 0.0); rate stages are 1..K. Every consumer reads rows through `trial_rows` /
+`stage_rows` (typed, None for a missing value whatever the pandas version); `read_trials` /
+`read_stages` give DataFrames for column arithmetic.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterable
 
@@ -20,68 +25,114 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-TRIAL_SCHEMA = pa.schema(
-    [
-        ("search", pa.string()),
-        ("stage", pa.int64()),
-        ("rate", pa.float64()),
-        ("seed", pa.int64()),
-        ("trial_id", pa.string()),
-        ("status", pa.string()),  # completed | failed
-        ("error", pa.string()),
-        ("metric_name", pa.string()),
-        ("val_metric", pa.float64()),
-        ("test_metric", pa.float64()),
-        ("latency_p50_ms", pa.float64()),
-        ("latency_p90_ms", pa.float64()),
-        ("latency_batch", pa.int64()),
-        ("latency_threads", pa.int64()),
-        ("latency_length", pa.int64()),
-        ("latency_device", pa.string()),
-        ("params", pa.int64()),
-        ("kept", pa.string()),  # JSON: list per layer of kept original channel indices
-        ("alloc_base", pa.float64()),
-        ("lr", pa.float64()),
-        ("epochs_run", pa.int64()),
-        ("parent_checkpoint", pa.string()),
-        ("parent_sha256", pa.string()),
-        ("checkpoint", pa.string()),
-        ("checkpoint_sha256", pa.string()),
-        ("mlflow_run_id", pa.string()),
-        ("started_at", pa.string()),  # ISO 8601 UTC
-        ("ended_at", pa.string()),
-        ("node", pa.string()),
-        ("is_best", pa.bool_()),
-        ("train_device", pa.string()),  # where the trial fine-tuned: "cpu", "cuda:0 (NVIDIA H100)"
-    ]
-)
+from search_spaces.errors import SearchStateError
 
-STAGE_SCHEMA = pa.schema(
-    [
-        ("search", pa.string()),
-        ("stage", pa.int64()),
-        ("rate", pa.float64()),
-        ("status", pa.string()),  # completed | failed
-        ("n_trials", pa.int64()),
-        ("n_failed", pa.int64()),
-        ("best_trial_id", pa.string()),
-        ("best_seed", pa.int64()),
-        ("metric_name", pa.string()),
-        ("val_metric", pa.float64()),
-        ("test_metric", pa.float64()),
-        ("latency_p50_ms", pa.float64()),
-        ("latency_p90_ms", pa.float64()),
-        ("params", pa.int64()),
-        ("speedup_pct", pa.float64()),  # latency reduction vs the dense stage 0, in %
-        ("param_reduction_pct", pa.float64()),
-        ("kept", pa.string()),
-        ("checkpoint", pa.string()),
-        ("checkpoint_sha256", pa.string()),
-        ("mlflow_run_id", pa.string()),
-        ("started_at", pa.string()),
-        ("ended_at", pa.string()),
-    ]
-)
+@dataclass(frozen=True)
+class TrialRow:
+    """One row of `trials.parquet`: one trial of one stage. Optional values are None, never NaN."""
+
+    search: str | None = None
+    stage: int | None = None
+    rate: float | None = None
+    seed: int | None = None
+    trial_id: str | None = None
+    status: str | None = None  # completed | failed
+    error: str | None = None
+    metric_name: str | None = None
+    val_metric: float | None = None
+    test_metric: float | None = None
+    latency_p50_ms: float | None = None
+    latency_p90_ms: float | None = None
+    latency_batch: int | None = None
+    latency_threads: int | None = None
+    latency_length: int | None = None
+    latency_device: str | None = None
+    params: int | None = None
+    kept: str | None = None  # JSON: list per layer of kept original channel indices
+    alloc_base: float | None = None
+    lr: float | None = None
+    epochs_run: int | None = None
+    parent_checkpoint: str | None = None
+    parent_sha256: str | None = None
+    checkpoint: str | None = None
+    checkpoint_sha256: str | None = None
+    mlflow_run_id: str | None = None
+    started_at: str | None = None  # ISO 8601 UTC
+    ended_at: str | None = None
+    node: str | None = None
+    is_best: bool | None = None
+    train_device: str | None = None  # where the trial fine-tuned: "cpu", "cuda:0 (NVIDIA H100)"
+
+    @property
+    def kept_channels(self) -> list[list[int]] | None:
+        return decode_kept(self.kept)
+
+
+@dataclass(frozen=True)
+class StageRow:
+    """One row of `stages.parquet`: one stage (stage 0 is the dense baseline). None, never NaN."""
+
+    search: str | None = None
+    stage: int | None = None
+    rate: float | None = None
+    status: str | None = None  # completed | failed
+    n_trials: int | None = None
+    n_failed: int | None = None
+    best_trial_id: str | None = None
+    best_seed: int | None = None
+    metric_name: str | None = None
+    val_metric: float | None = None
+    test_metric: float | None = None
+    latency_p50_ms: float | None = None
+    latency_p90_ms: float | None = None
+    params: int | None = None
+    speedup_pct: float | None = None  # latency reduction vs the dense stage 0, in %
+    param_reduction_pct: float | None = None
+    kept: str | None = None
+    checkpoint: str | None = None
+    checkpoint_sha256: str | None = None
+    mlflow_run_id: str | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+
+    @property
+    def kept_channels(self) -> list[list[int]] | None:
+        return decode_kept(self.kept)
+
+
+_ARROW = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}
+
+
+def _schema_of(row_type: type) -> pa.Schema:
+    """The parquet schema of a row dataclass: one column per field, in field order."""
+    return pa.schema([(f.name, _ARROW[str(f.type).split(" | ")[0]]) for f in fields(row_type)])
+
+
+def _typed(value, kind: str):
+    """A ledger cell as its Python type; every missing marker (None, NaN, pd.NA, NaT) as None."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return {"str": str, "int": int, "float": float, "bool": bool}[kind](value)
+
+
+def _row(row_type, record: dict):
+    return row_type(**{f.name: _typed(record.get(f.name), str(f.type).split(" | ")[0]) for f in fields(row_type)})
+
+
+def trial_row(record: dict) -> TrialRow:
+    """A typed trial row from a dict or a DataFrame record (missing columns and NaN become None)."""
+    return _row(TrialRow, record)
+
+
+def stage_row(record: dict) -> StageRow:
+    """A typed stage row from a dict or a DataFrame record (missing columns and NaN become None)."""
+    return _row(StageRow, record)
+
+
+TRIAL_SCHEMA = _schema_of(TrialRow)
+STAGE_SCHEMA = _schema_of(StageRow)
 
 TRIAL_KEY = ("stage", "trial_id")
 STAGE_KEY = ("stage",)
@@ -112,10 +163,24 @@ def _empty(schema: pa.Schema) -> pd.DataFrame:
     return schema.empty_table().to_pandas()
 
 
+def _table(path: Path, schema: pa.Schema) -> pa.Table:
+    """The parquet file as a table of `schema`; `SearchStateError` naming the file if it is unreadable."""
+    try:
+        return pq.read_table(path, schema=schema)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SearchStateError(f"{path}: not a readable ledger file ({reason}); restore it from a copy of the "
+                               "search folder or start a new search") from None
+
+
 def _read(path: Path, schema: pa.Schema) -> pd.DataFrame:
     if not path.exists():
         return _empty(schema)
-    return pq.read_table(path, schema=schema).to_pandas()
+    frame = _table(path, schema).to_pandas()
+    for column in schema:  # missing strings as None (pandas 3 reads them as NaN, which is truthy)
+        if pa.types.is_string(column.type):
+            frame[column.name] = frame[column.name].astype(object).where(frame[column.name].notna(), None)
+    return frame
 
 
 def read_trials(search_dir: str | os.PathLike) -> pd.DataFrame:
@@ -128,10 +193,32 @@ def read_stages(search_dir: str | os.PathLike) -> pd.DataFrame:
     return _read(stages_path(search_dir), STAGE_SCHEMA)
 
 
-def _normalise(rows: Iterable[dict], schema: pa.Schema) -> list[dict]:
+def _rows(path: Path, row_type) -> list:
+    if not path.exists():
+        return []
+    return [_row(row_type, r) for r in _table(path, _schema_of(row_type)).to_pylist()]
+
+
+def trial_rows(search_dir: str | os.PathLike) -> list[TrialRow]:
+    """Every trial row, typed, ordered by (stage, trial_id)."""
+    return _rows(trials_path(search_dir), TrialRow)
+
+
+def stage_rows(search_dir: str | os.PathLike) -> list[StageRow]:
+    """Every stage row, typed, ordered by stage."""
+    return _rows(stages_path(search_dir), StageRow)
+
+
+def rows_of(frame: pd.DataFrame, row_type) -> list:
+    """Typed rows of an already-read ledger DataFrame (`TrialRow` or `StageRow`)."""
+    return [_row(row_type, r) for r in frame.to_dict("records")]
+
+
+def _normalise(rows: Iterable[dict | TrialRow | StageRow], schema: pa.Schema) -> list[dict]:
     names = set(schema.names)
     out = []
     for row in rows:
+        row = asdict(row) if isinstance(row, (TrialRow, StageRow)) else row
         unknown = set(row) - names
         if unknown:
             raise ValueError(f"ledger row has unknown columns {sorted(unknown)}")
@@ -167,7 +254,7 @@ def _upsert(existing: pd.DataFrame, rows: list[dict], key: tuple[str, ...], sche
     return frame.sort_values(list(key), kind="stable").reset_index(drop=True)
 
 
-def write_trials(search_dir: str | os.PathLike, rows: Iterable[dict]) -> pd.DataFrame:
+def write_trials(search_dir: str | os.PathLike, rows: Iterable[dict | TrialRow]) -> pd.DataFrame:
     """Insert or replace trial rows keyed by (stage, trial_id); atomic; returns the new table."""
     rows = _normalise(rows, TRIAL_SCHEMA)
     frame = _upsert(read_trials(search_dir), rows, TRIAL_KEY, TRIAL_SCHEMA)
@@ -175,7 +262,7 @@ def write_trials(search_dir: str | os.PathLike, rows: Iterable[dict]) -> pd.Data
     return frame
 
 
-def write_stage(search_dir: str | os.PathLike, row: dict) -> pd.DataFrame:
+def write_stage(search_dir: str | os.PathLike, row: dict | StageRow) -> pd.DataFrame:
     """Insert or replace one stage row keyed by stage; atomic; returns the new table."""
     rows = _normalise([row], STAGE_SCHEMA)
     frame = _upsert(read_stages(search_dir), rows, STAGE_KEY, STAGE_SCHEMA)
@@ -185,5 +272,4 @@ def write_stage(search_dir: str | os.PathLike, row: dict) -> pd.DataFrame:
 
 def completed_stages(search_dir: str | os.PathLike) -> list[int]:
     """Stage numbers whose stage row says completed, ascending."""
-    stages = read_stages(search_dir)
-    return sorted(int(s) for s in stages.loc[stages["status"] == "completed", "stage"])
+    return sorted(r.stage for r in stage_rows(search_dir) if r.status == "completed")

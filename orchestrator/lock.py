@@ -14,11 +14,13 @@ was overwritten refuses. It is a guard against mistakes, not a mutual-exclusion 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -101,11 +103,39 @@ def _create(path: Path, record: dict) -> bool:
     return True
 
 
+@contextmanager
+def _takeover_guard(path: Path):
+    """Hold an exclusive flock on the search folder itself while judging and replacing a lock.
+
+    Every taker of a stale lock on this host serialises here, so the lock it judged dead is the lock
+    it replaces: of many drivers taking over one dead driver's lock, exactly one wins. (The folder,
+    not a guard file: nothing is added to the search folder.)
+    """
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def _replace(path: Path, record: dict) -> None:
+    """Write `record` over the lock atomically (temp file, fsync, rename): never a moment without it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as handle:
+        json.dump(record, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
 def acquire_lock(search_dir: str | os.PathLike, *, log=None, break_lock: bool = False) -> SearchLock:
     """Take `<search>/search.lock` for this process or raise `SearchStateError` naming the owner.
 
     A stale lock (dead PID on this host) is taken over; with `break_lock`, so is a lock of another
-    host. `log` (default: stderr) gets one line saying whose lock it was.
+    host. `log` (default: stderr) gets one line saying whose lock it was. A free lock is created
+    with O_EXCL; a takeover happens under `_takeover_guard` and replaces the file by rename, so
+    concurrent takers never both win.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     path = lock_path(search_dir)
@@ -115,30 +145,24 @@ def acquire_lock(search_dir: str | os.PathLike, *, log=None, break_lock: bool = 
     for _ in range(3):
         if _create(path, record):
             return SearchLock(path, record["pid"], host)
-        owner = read_lock(search_dir)
-        if owner is None:
-            continue  # released between our two looks
-        if owner.get("unreadable"):
-            try:
-                age = time.time() - path.stat().st_mtime
-            except FileNotFoundError:
-                continue
-            if age < UNREADABLE_STALE_S:
-                raise SearchStateError(f"search {Path(search_dir)} is locked: {path} is being written by another "
-                                       "driver; try again in a few seconds")
-            log(f"s4op: taking over stale lock {path} (empty or unreadable for {age:.0f} s: its driver died "
-                "while writing it)")
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
-            continue
-        if _judge(owner, f"search {Path(search_dir)}", str(path), host=host, break_lock=break_lock, log=log):
-            return SearchLock(path, os.getpid(), host)
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
+        with _takeover_guard(path):
+            owner = read_lock(search_dir)
+            if owner is None:
+                continue  # released between our two looks
+            if owner.get("unreadable"):
+                try:
+                    age = time.time() - path.stat().st_mtime
+                except FileNotFoundError:
+                    continue
+                if age < UNREADABLE_STALE_S:
+                    raise SearchStateError(f"search {Path(search_dir)} is locked: {path} is being written by "
+                                           "another driver; try again in a few seconds")
+                log(f"s4op: taking over stale lock {path} (empty or unreadable for {age:.0f} s: its driver "
+                    "died while writing it)")
+            elif _judge(owner, f"search {Path(search_dir)}", str(path), host=host, break_lock=break_lock, log=log):
+                return SearchLock(path, os.getpid(), host)
+            _replace(path, record)
+            return SearchLock(path, record["pid"], host)
     raise SearchStateError(f"could not take the lock {path}: it keeps changing; is another driver starting?")
 
 

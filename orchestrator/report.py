@@ -79,7 +79,7 @@ def table_ii(search: SearchLedger) -> pd.DataFrame:
     dense_params = float(dense["params"].iloc[0]) if not dense.empty else math.nan
     done = trials[trials["status"] == "completed"] if not trials.empty else trials
     rows = []
-    for stage in stages.itertuples(index=False):
+    for stage in ledger.rows_of(stages, ledger.StageRow):
         seeds = done[done["stage"] == stage.stage][metric_col] if not done.empty else pd.Series(dtype=float)
         seeds = seeds[seeds.map(_finite)].astype(float)
         if seeds.empty and _finite(getattr(stage, metric_col)):  # stage 0 may have no trial rows
@@ -87,7 +87,7 @@ def table_ii(search: SearchLedger) -> pd.DataFrame:
         speedup = stage.speedup_pct if _finite(stage.speedup_pct) else _pct_less(stage.latency_p50_ms, dense_latency)
         reduction = (stage.param_reduction_pct if _finite(stage.param_reduction_pct)
                      else _pct_less(stage.params, dense_params))
-        kept = ledger.decode_kept(stage.kept)
+        kept = stage.kept_channels
         rows.append({
             "search": search.name, "stage": int(stage.stage), "rate": float(stage.rate),
             "metric_name": stage.metric_name, "metric_source": source,
@@ -110,8 +110,8 @@ def table_ii(search: SearchLedger) -> pd.DataFrame:
 def kept_matrix(search: SearchLedger) -> tuple[list[float], list[list[int]], int | None]:
     """(rates, kept count [layer][rate], channels H) from the completed stages' `kept` JSON."""
     rates, columns = [], []
-    for stage in search.stages.sort_values("rate").itertuples(index=False):
-        kept = ledger.decode_kept(stage.kept)
+    for stage in ledger.rows_of(search.stages.sort_values("rate"), ledger.StageRow):
+        kept = stage.kept_channels
         if kept is None:
             continue
         rates.append(float(stage.rate))

@@ -16,6 +16,10 @@ import numpy as np
 
 def latency_examples(x: np.ndarray, lengths: np.ndarray, batch_sizes: list[int]) -> dict[int, tuple]:
     """(x, lengths) per batch size, cut (or tiled) from a split: x (n L) or (n L C), lengths (n,)."""
+    from workers.data.ragged import pad_rows
+
+    n = min(len(lengths), max(int(b) for b in batch_sizes))
+    x, lengths = pad_rows(x, np.arange(n), int(x.shape[1])), np.asarray(lengths)[:n]  # only the rows used
     out = {}
     for batch in batch_sizes:
         reps = -(-int(batch) // len(x))

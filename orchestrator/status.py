@@ -7,7 +7,6 @@ store first (`orchestrator/remote.py::open_search`); disk use and the lock are t
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 from pathlib import Path
@@ -20,12 +19,9 @@ from orchestrator.remote import localise_meta
 from search_spaces.errors import SearchStateError
 
 
-def _clean(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if hasattr(x, "item"):
-        return _clean(x.item())
-    return x
+_STAGE_FIELDS = ("stage", "rate", "status", "n_trials", "n_failed", "best_trial_id", "best_seed", "val_metric",
+                 "test_metric", "latency_p50_ms", "speedup_pct", "params", "param_reduction_pct", "checkpoint",
+                 "metric_name")
 
 
 def _starts(search_dir: Path, k: int) -> list[dict]:
@@ -55,12 +51,10 @@ def search_status(search_dir: str | os.PathLike, *, work_dir: str | os.PathLike 
                                "expected <storage>/<name> made by `s4op search`")
     meta = read_meta(search_dir)
     cfg = load_search_config(search_dir / CONFIG_NAME)
-    stages = ledger.read_stages(search_dir)
-    trials = ledger.read_trials(search_dir)
-    rows = [{k: _clean(v) for k, v in r.items() if k in (
-        "stage", "rate", "status", "n_trials", "n_failed", "best_trial_id", "best_seed", "val_metric", "test_metric",
-        "latency_p50_ms", "speedup_pct", "params", "param_reduction_pct", "checkpoint", "metric_name")} for r in stages.to_dict("records")]
-    done = set(ledger.completed_stages(search_dir))
+    stages = ledger.stage_rows(search_dir)
+    trials = ledger.trial_rows(search_dir)
+    rows = [{k: getattr(r, k) for k in _STAGE_FIELDS} for r in stages]
+    done = {r.stage for r in stages if r.status == "completed"}
     rates = [float(r) for r in cfg.search.rates]
     left = [{"stage": k, "rate": r} for k, r in enumerate(rates, start=1) if k not in done]
     current = None
@@ -92,8 +86,8 @@ def search_status(search_dir: str | os.PathLike, *, work_dir: str | os.PathLike 
         "tracking_uri": localise_meta(meta, search_dir).get("tracking_uri"),
         "task": cfg.task.name, "model": cfg.model.kind, "mode": cfg.search.mode,
         "trials_per_stage": n_trials, "stages": rows,
-        "trials": {"completed": int((trials["status"] == "completed").sum()),
-                   "failed": int((trials["status"] == "failed").sum())},
+        "trials": {"completed": sum(t.status == "completed" for t in trials),
+                   "failed": sum(t.status == "failed" for t in trials)},
         "best_so_far": best, "left": left, "in_progress": current,
         "complete": not left and 0 in done,
         "driver": {"running": running, **(owner or {})} if owner else {"running": False},
@@ -117,11 +111,9 @@ def format_status(st: dict) -> str:
     lines.append(f"state: {state}; trials completed {st['trials']['completed']}, failed {st['trials']['failed']}; "
                  f"{st['trials_per_stage']} trials per stage")
     if st["stages"]:
-        import pandas as pd
-
-        frame = pd.DataFrame(st["stages"])
-        lines.append(summary_table(frame, metric_name=str(frame["metric_name"].dropna().iloc[0])
-                                   if frame["metric_name"].notna().any() else "metric"))
+        stages = [ledger.stage_row(r) for r in st["stages"]]
+        names = [r.metric_name for r in stages if r.metric_name]
+        lines.append(summary_table(stages, metric_name=names[0] if names else "metric"))
     if st["in_progress"]:
         p = st["in_progress"]
         lines.append(f"in progress: stage {p['stage']} (rate {p['rate']:g}): {len(p['trials_started'])} trials started, "

@@ -174,56 +174,51 @@ class StrictMlflow:
         return True
 
 
-def _records(frame) -> list[dict]:
-    return [{k: (None if (isinstance(v, float) and not math.isfinite(v)) else v) for k, v in r.items()}
-            for r in frame.to_dict("records")]
-
-
 def replay_ledger(m: StrictMlflow, search_dir: Path, meta: dict) -> str:
     """Search, stage and trial runs for every ledger row; returns the experiment id."""
     name = meta["name"]
     experiment_id = m.tracker.open_experiment(meta.get("experiment", name), artifact_dir=search_dir / "mlartifacts")
-    stages, trials = ledger.read_stages(search_dir), ledger.read_trials(search_dir)
+    stages, trials = ledger.stage_rows(search_dir), ledger.trial_rows(search_dir)
     search_run = m.run(experiment_id, run_key(name), name=name, tags={"s4op.search_dir": str(search_dir)})
     cfg = meta.get("config") or {}
     s = cfg.get("search") or {}
     m.params(search_run, {"task": (cfg.get("task") or {}).get("name"), "rates": json.dumps(s.get("rates")),
                           "mode": s.get("mode")} if s else {})
-    for row in _records(stages):
-        k = int(row["stage"])
-        rate = float(row["rate"] or 0.0)
+    for row in stages:
+        k = row.stage
+        rate = row.rate or 0.0
         label = "stage-0 (dense)" if k == 0 else f"stage-{k} (rate {rate:g})"
         run = m.run(experiment_id, run_key(name, k), name=label, parent=search_run)
-        m.params(run, {"rate": rate, "stage": k, "best_trial": row.get("best_trial_id")})
-        ended = _millis(row.get("ended_at"))
-        m.metrics(run, {x: row.get(x) for x in STAGE_METRICS}, step=0, timestamp=ended)
-        if k > 0 and row["status"] == "completed":
-            m.metrics(search_run, {x: row.get(x) for x in ("val_metric", "test_metric", "latency_p50_ms",
-                                                          "speedup_pct", "params")}, step=k, timestamp=ended)
-        if row.get("kept"):
-            m.tags(run, {"s4op.kept_per_layer": json.dumps([len(x) for x in ledger.decode_kept(row["kept"])])})
-        m.terminate(run, "FINISHED" if row["status"] == "completed" else "FAILED", ended)
-    done_stages = {int(r["stage"]): r for r in _records(stages)}
-    for row in _records(trials):
-        k, trial = int(row["stage"]), str(row["trial_id"])
+        m.params(run, {"rate": rate, "stage": k, "best_trial": row.best_trial_id})
+        ended = _millis(row.ended_at)
+        m.metrics(run, {x: getattr(row, x) for x in STAGE_METRICS}, step=0, timestamp=ended)
+        if k > 0 and row.status == "completed":
+            m.metrics(search_run, {x: getattr(row, x) for x in ("val_metric", "test_metric", "latency_p50_ms",
+                                                               "speedup_pct", "params")}, step=k, timestamp=ended)
+        if row.kept:
+            m.tags(run, {"s4op.kept_per_layer": json.dumps([len(x) for x in row.kept_channels])})
+        m.terminate(run, "FINISHED" if row.status == "completed" else "FAILED", ended)
+    done_stages = {r.stage for r in stages}
+    for row in trials:
+        k, trial = row.stage, str(row.trial_id)
         stage_run = m.report.run_ids.get(run_key(name, k))
         if stage_run is None:  # a trial row whose stage row is not written yet (killed in between)
-            stage_run = m.run(experiment_id, run_key(name, k), name=f"stage-{k} (rate {float(row['rate']):g})",
+            stage_run = m.run(experiment_id, run_key(name, k), name=f"stage-{k} (rate {row.rate:g})",
                               parent=search_run)
         run = m.run(experiment_id, run_key(name, k, trial), name=trial, parent=stage_run)
-        m.params(run, {"rate": row.get("rate"), "stage": k, "seed": row.get("seed"),
-                       "allocation.base": row.get("alloc_base"), "finetune.lr": row.get("lr"),
-                       "parent_checkpoint": row.get("parent_checkpoint")})
-        ended = _millis(row.get("ended_at"))
-        m.metrics(run, {dst: row.get(src) for src, dst in TRIAL_METRICS.items()}, step=0, timestamp=ended)
-        tags = {"s4op.status": row["status"], "s4op.is_best": bool(row.get("is_best"))}
-        if row.get("kept"):
-            tags["s4op.kept"] = row["kept"]
-        if row.get("error"):
-            tags["s4op.error"] = str(row["error"])[:500]
+        m.params(run, {"rate": row.rate, "stage": k, "seed": row.seed,
+                       "allocation.base": row.alloc_base, "finetune.lr": row.lr,
+                       "parent_checkpoint": row.parent_checkpoint})
+        ended = _millis(row.ended_at)
+        m.metrics(run, {dst: getattr(row, src) for src, dst in TRIAL_METRICS.items()}, step=0, timestamp=ended)
+        tags = {"s4op.status": row.status, "s4op.is_best": bool(row.is_best)}
+        if row.kept:
+            tags["s4op.kept"] = row.kept
+        if row.error:
+            tags["s4op.error"] = row.error[:500]
         m.tags(run, tags)
-        if k in done_stages or row["status"] == "failed":
-            m.terminate(run, "FINISHED" if row["status"] == "completed" else "FAILED", ended)
+        if k in done_stages or row.status == "failed":
+            m.terminate(run, "FINISHED" if row.status == "completed" else "FAILED", ended)
     return experiment_id
 
 

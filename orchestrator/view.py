@@ -124,14 +124,14 @@ def _clock(seconds: float) -> str:
 
 
 def summary_table(stages, *, metric_name: str = "val_metric") -> str:
-    """The paper's Table II columns as plain text, one line per stage."""
+    """The paper's Table II columns as plain text, one line per stage (`stages`: ledger `StageRow`s)."""
     head = f"{'stage':>5} {'rate':>5} {'val ' + metric_name:>14} {'test':>8} {'latency ms':>11} {'speedup %':>10} {'params':>10} {'reduction %':>12} {'best':>10}"
     lines = [head, "-" * len(head)]
-    for _, r in stages.sort_values("stage").iterrows():
-        lines.append(f"{int(r['stage']):>5} {float(r['rate']):>5.2f} {_fmt(r['val_metric'], '.4f'):>14} "
-                     f"{_fmt(r['test_metric'], '.4f'):>8} {_fmt(r['latency_p50_ms'], '.3f'):>11} "
-                     f"{_fmt(r['speedup_pct'], '+.1f'):>10} {'-' if r['params'] is None else int(r['params']):>10} "
-                     f"{_fmt(r['param_reduction_pct'], '.1f'):>12} {str(r['best_trial_id'] or '-'):>10}")
+    for r in sorted(stages, key=lambda r: r.stage):
+        lines.append(f"{r.stage:>5} {r.rate or 0.0:>5.2f} {_fmt(r.val_metric, '.4f'):>14} "
+                     f"{_fmt(r.test_metric, '.4f'):>8} {_fmt(r.latency_p50_ms, '.3f'):>11} "
+                     f"{_fmt(r.speedup_pct, '+.1f'):>10} {'-' if r.params is None else r.params:>10} "
+                     f"{_fmt(r.param_reduction_pct, '.1f'):>12} {r.best_trial_id or '-':>10}")
     return "\n".join(lines)
 
 

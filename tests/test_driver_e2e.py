@@ -8,7 +8,7 @@ import time
 import pytest
 
 from orchestrator import ledger
-from orchestrator.selection_rule import choose_best
+from search_spaces.best_trial import choose_best
 from search_helpers import S4OP, env, mlflow_runs, s4op, starts, tiny_config
 
 pytestmark = pytest.mark.slow

@@ -11,10 +11,13 @@ float32 logits.
 from __future__ import annotations
 
 import contextlib
+from typing import get_args
 
 import torch
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+from search_spaces.config.fields import Precision
+
+PRECISIONS = get_args(Precision)  # fp32, bf16, fp16
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

@@ -72,8 +72,7 @@ def choose_kept(model, ctx: dict, seed: int, alloc_base: float, length: int) -> 
     from workers.pruning import kept_channels, ssm_responses
 
     search = ctx["config"]["search"]
-    spec = ctx["config"]["model"]
-    channels, n_layers = int(spec["d_model"]), int(spec["n_layers"])
+    channels, n_layers = model.spec.d_model, model.spec.n_layers  # the parent's, e.g. an imported checkpoint's
     alloc = search["allocation"]
     counts = allocate(alloc["policy"], float(ctx["rate"]), n_layers, channels, base=float(alloc_base),
                       seed=seed, layer=alloc.get("layer"))
@@ -114,7 +113,8 @@ def _task_splits(task: dict, fingerprint: str):
     if key not in _SPLITS:
         _SPLITS.clear()
         _SPLITS[key] = load_task(task["name"], task["data_dir"], max_len=task.get("max_len"),
-                                 val_fraction=task.get("val_fraction", 0.2))
+                                 val_fraction=task.get("val_fraction", 0.2), loader=task.get("loader"),
+                                 metric=task.get("metric"))
     return _SPLITS[key]
 
 

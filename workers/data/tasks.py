@@ -251,7 +251,9 @@ def summarize(splits: TaskSplits) -> dict:
     accuracy of always answering that class); for multi-label tasks `positive_rate` per label.
     """
     info = splits.info
-    out: dict = {"task": info.name, "metric": info.metric, "L": int(splits.train.x.shape[1]), "splits": {}}
+    out: dict = {"task": info.name, "metric": info.metric, "L": int(splits.train.x.shape[1]), "splits": {},
+                 "input_kind": info.input_kind, "d_input": info.d_input, "n_classes": info.n_classes,
+                 "multilabel": info.multilabel, "longest": info.default_len}
     majority = None
     if not info.multilabel and len(splits.train):
         majority = int(np.bincount(splits.train.y, minlength=info.n_classes).argmax())

@@ -8,7 +8,7 @@ the choice never depends on the order trials finished in.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from typing import Iterable
 
 
 def _finite(value) -> bool:
@@ -60,16 +60,3 @@ def reduction_pct(params: int | None, dense_params: int | None) -> float | None:
     if params is None or not dense_params:
         return None
     return 100.0 * (1.0 - float(params) / float(dense_params))
-
-
-def ranked(trials: Sequence[dict], **kwargs) -> list[dict]:
-    """Trials from best to worst under `choose_best`'s rule (failed ones last)."""
-    rest = list(trials)
-    out = []
-    while rest:
-        best = choose_best(rest, **kwargs)
-        if best is None:
-            break
-        out.append(best)
-        rest = [t for t in rest if t is not best]
-    return out + rest
