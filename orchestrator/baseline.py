@@ -107,10 +107,11 @@ def train_baseline(cfg, out_dir: str | os.PathLike, *, tracking_uri: str | None 
 
         result = fit(model, splits, epochs=train.epochs, lr=train.lr, weight_decay=train.weight_decay,
                      batch_size=train.batch_size, patience=train.patience, grad_clip=train.grad_clip,
-                     warmup_epochs=train.warmup_epochs, seed=train.seed, on_epoch=on_epoch, device=device)
-        model.cpu()
+                     warmup_epochs=train.warmup_epochs, seed=train.seed, on_epoch=on_epoch, device=device,
+                     precision=train.precision)
         val = evaluate(model, splits.val, info, batch_size=train.batch_size)
         test = evaluate(model, splits.test, info, batch_size=train.batch_size)
+        model.cpu()
         metrics = {"metric": info.metric, "val_metric": val, "test_metric": test, "majority_val": majority,
                    "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                    "train_time_s": result.elapsed_s}

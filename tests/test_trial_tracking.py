@@ -47,7 +47,7 @@ def _ctx(store, stage: int, algorithm: str = "grid") -> TrialContext:
         parent_sha256="0", data_fingerprint="fp123", task="listops", data_dir="/d", max_len=None, val_fraction=0.2,
         loader=None, metric=None, allocation_policy="uniform", allocation_base=2.0, allocation_layer=None,
         selection_policy="random", selection_score="hinf", selection_candidates=2.0, bypass="identity", epochs=3,
-        lr=1e-3, weight_decay=0.0, patience=5, batch_size=32, cpus_per_trial=1, tracking_uri=uri,
+        lr=1e-3, weight_decay=0.0, patience=5, batch_size=32, precision="fp32", cpus_per_trial=1, gpus_per_trial=0.0, tracking_uri=uri,
         experiment_id=exp, stage_run_id=stage_run)
 
 

@@ -48,7 +48,9 @@ class TrialContext:
     weight_decay: float
     patience: int | None
     batch_size: int
+    precision: str  # fp32 | bf16 | fp16 (autocast of the training forward; SSM kernel and FFT stay fp32)
     cpus_per_trial: int
+    gpus_per_trial: float  # resources.gpu: > 0 trains on the GPU Ray assigns (workers.device)
     # where the driver tracks it (the trial itself never writes to MLflow)
     tracking_uri: str | None = None
     experiment_id: str | None = None

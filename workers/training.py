@@ -99,6 +99,7 @@ class TrainState:
     best_model: dict[str, torch.Tensor]
     optimizer: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
+    scaler: dict[str, Any] = field(default_factory=dict)  # the fp16 GradScaler's state; {} otherwise
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Write `train_state.safetensors` + `train_state.json` into `folder` (atomically each)."""
@@ -131,6 +132,7 @@ class TrainState:
             "best_keys": list(self.best_model),
             "optimizer": {"state": opt_state, "param_groups": self.optimizer.get("param_groups", [])},
             "history": self.history,
+            "scaler": self.scaler,
         }
         tmp = folder / f".{STATE_TENSORS}.tmp"
         save_file(tensors, str(tmp))
@@ -176,6 +178,7 @@ class TrainState:
                 best_model={k: tensors[f"best/{k}"] for k in meta["best_keys"]},
                 optimizer={"state": state, "param_groups": opt["param_groups"]},
                 history=list(meta["history"]),
+                scaler=dict(meta.get("scaler") or {}),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"training state in {folder} is incomplete ({exc!r})") from None
@@ -213,7 +216,7 @@ def predict_logits(model: torch.nn.Module, split, *, batch_size: int) -> np.ndar
     model.eval()
     try:
         out: np.ndarray | None = None
-        for batch in eval_batches(split, batch_size):
+        for batch in eval_batches(split, batch_size, d_input=token_range(model)):
             batch = batch.to(device)
             logits = model(batch.x, batch.lengths).float().cpu().numpy()  # (B d_output)
             if out is None:
@@ -249,6 +252,7 @@ def fit(
     start_epoch: int = 0,
     state: TrainState | None = None,
     device: str | torch.device = "cpu",
+    precision: str = "fp32",
 ) -> FitResult:
     """Train `model` on splits.train, early-stop on splits.val, restore the best weights.
 
@@ -256,10 +260,16 @@ def fit(
     this many epochs without a strictly better val metric (None or <= 0: never stop early);
     warmup_epochs: linear warm-up length in epochs (may be fractional); start_epoch: epochs already
     done (the schedule and the seeds continue from there; weights as given); state: a TrainState
-    to resume from (weights, optimiser, counters; overrides start_epoch). Returns a FitResult;
+    to resume from (weights, optimiser, counters; overrides start_epoch); device: where to train
+    (batches go there from pinned memory, non-blocking); precision: fp32 | bf16 | fp16 for the
+    training forward (`workers.precision`; validation runs in fp32). Returns a FitResult;
     the model is left in eval mode holding its best-validation weights.
+
+    On CUDA the loss is read back once per epoch, not per step: a non-finite loss is then reported
+    (with its epoch and step) when its epoch ends, not at once as on the CPU.
     """
     from workers.optim import build_optimizer
+    from workers.precision import autocast, grad_scaler
 
     info = splits.info
     multilabel = bool(info.multilabel)
@@ -272,6 +282,9 @@ def fit(
 
     model.to(device)
     optimizer = build_optimizer(model, lr, weight_decay)
+    scaler = grad_scaler(device, precision)
+    deferred = torch.device(device).type != "cpu"  # no host-device sync per step
+    tokens = token_range(model)
     for group in optimizer.param_groups:
         group.setdefault("initial_lr", group["lr"])
     steps_per_epoch = n_train_batches(splits.train, batch_size)
@@ -285,6 +298,8 @@ def fit(
         try:
             model.load_state_dict(state.model)
             optimizer.load_state_dict(state.optimizer)
+            if state.scaler:
+                scaler.load_state_dict(state.scaler)
         except (RuntimeError, ValueError, KeyError) as exc:
             raise CheckpointError(f"training state (epoch {state.epoch}) does not fit this model: "
                                   f"{' '.join(str(exc).split())[:200]}") from None
@@ -307,25 +322,33 @@ def fit(
             torch.manual_seed(epoch_seed(seed, epoch))
             generator = torch.Generator().manual_seed(epoch_seed(seed, epoch) ^ 0x5EED)
             model.train()
-            loss_sum, seen = 0.0, 0
-            for batch in train_batches(splits.train, batch_size, generator):
+            losses: list[torch.Tensor] = []  # per step, on the device
+            steps: list[tuple[int, int, float]] = []  # per step: (rows, step, lr)
+            for batch in train_batches(splits.train, batch_size, generator, d_input=tokens):
                 batch = batch.to(device)
                 factor = lr_factor(step, total_steps, warmup_steps)
                 for group in optimizer.param_groups:
                     group["lr"] = group["initial_lr"] * factor
-                logits = model(batch.x, batch.lengths)  # (B d_output)
-                loss = compute_loss(logits, batch.y, multilabel)
-                if not torch.isfinite(loss):
-                    raise TrainingError(f"training diverged: loss={float(loss)} at epoch {epoch} step {step}"
-                                        f" (lr={optimizer.param_groups[0]['lr']:.3g}); lower the learning rate")
+                with autocast(device, precision):
+                    logits = model(batch.x, batch.lengths)  # (B d_output)
+                loss = compute_loss(logits.float(), batch.y, multilabel)
+                losses.append(loss.detach())
+                steps.append((int(batch.lengths.shape[0]), step, optimizer.param_groups[0]["lr"]))
+                if not deferred:
+                    _check_finite(losses[-1:], steps[-1:], epoch)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
                 if grad_clip:
+                    scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
                 step += 1
-                loss_sum += float(loss.detach()) * batch.lengths.shape[0]
-                seen += batch.lengths.shape[0]
+            values = _check_finite(losses, steps, epoch)
+            loss_sum, seen = 0.0, 0
+            for value, (rows, _, _) in zip(values, steps):
+                loss_sum += value * rows
+                seen += rows
         val = evaluate(model, splits.val, info, batch_size=batch_size)
         improved = val > best_val
         if improved:
@@ -348,11 +371,12 @@ def fit(
         history.append(report)
         stopped_early = bool(patience) and patience > 0 and since_best >= patience
         if on_epoch is not None:
-            report.state = _state(epoch, step, seed, best_val, best_epoch, since_best, model, best_model, optimizer, history)
+            report.state = _state(epoch, step, seed, best_val, best_epoch, since_best, model, best_model, optimizer,
+                                  history, scaler)
             on_epoch(report)
             report.state = None
 
-    final = _state(epoch, step, seed, best_val, best_epoch, since_best, model, best_model, optimizer, history)
+    final = _state(epoch, step, seed, best_val, best_epoch, since_best, model, best_model, optimizer, history, scaler)
     if best_epoch > 0:
         model.load_state_dict(best_model)
     model.eval()
@@ -368,7 +392,24 @@ def fit(
 
 
 # ----------------------------------------------------------------------------- helpers
-def _state(epoch, step, seed, best_val, best_epoch, since_best, model, best_model, optimizer, history) -> TrainState:
+def _check_finite(losses: list[torch.Tensor], steps: list[tuple[int, int, float]], epoch: int) -> list[float]:
+    """The losses as floats (one read-back); the first non-finite one -> TrainingError naming its step."""
+    values = torch.stack(losses).tolist() if losses else []
+    for value, (_, step, lr) in zip(values, steps):
+        if not math.isfinite(value):
+            raise TrainingError(f"training diverged: loss={value} at epoch {epoch} step {step}"
+                                f" (lr={lr:.3g}); lower the learning rate")
+    return values
+
+
+def token_range(model: torch.nn.Module) -> int | None:
+    """The vocabulary size d_input of a token model (batches are checked against it), else None."""
+    spec = getattr(model, "spec", None)
+    return int(spec.d_input) if spec is not None and spec.input_kind == "tokens" else None
+
+
+def _state(epoch, step, seed, best_val, best_epoch, since_best, model, best_model, optimizer, history,
+           scaler=None) -> TrainState:
     return TrainState(
         epoch=epoch,
         step=step,
@@ -380,6 +421,7 @@ def _state(epoch, step, seed, best_val, best_epoch, since_best, model, best_mode
         best_model=best_model,
         optimizer=copy.deepcopy(optimizer.state_dict()),
         history=[h.as_dict() for h in history],
+        scaler=dict(scaler.state_dict()) if scaler is not None else {},
     )
 
 

@@ -7,6 +7,10 @@ report, whose keys are `TrialRow` columns (trial_id, checkpoint, val_metric, ...
 (wall-clock phase ends, read by the benchmarks). Latency is measured by the driver afterwards, with
 exclusive use of the device; MLflow is written by the driver. Tune reuses worker processes, so
 nothing per-trial lives in globals (the stage's data, `trial_io.task_splits`, is the one thing kept).
+Device: with `resources.gpu` > 0 the trial fine-tunes and evaluates on the GPU Ray assigned to it
+(`workers.device.assigned_device`; one error line naming the node when its torch has no CUDA), in
+`search.finetune.precision`; `train_device` (e.g. `cuda:0 (NVIDIA H100)` or `cpu`) and, on a GPU,
+`gpu_peak_mb` go into the final report.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ def run_trial(config: dict) -> None:
 
     from workers.candidate import TrialSample, choose_kept
     from workers.checkpoint import load_checkpoint, save_checkpoint
+    from workers.device import assigned_device
     from workers.pruning import compact, count_parameters, kept_channels
     from workers.training import evaluate, fit
 
@@ -38,6 +43,9 @@ def run_trial(config: dict) -> None:
     torch.manual_seed(sample.seed)
     name = ctx.trial_name(sample.seed, tune.get_context().get_trial_id())
     trial_io.injected_fault(ctx.stage, name)
+    device, train_device = assigned_device(ctx.gpus_per_trial)  # Ray's GPU share, or cpu
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(device)  # a reused worker: this trial's peak only
     started_at = trial_io.now()
 
     checkpoint = tune.get_checkpoint()
@@ -73,7 +81,8 @@ def run_trial(config: dict) -> None:
 
     result = fit(model, splits, epochs=ctx.epochs, lr=sample.lr, weight_decay=ctx.weight_decay,
                  batch_size=ctx.batch_size, patience=ctx.patience, seed=sample.seed,
-                 on_epoch=on_epoch, start_epoch=start_epoch, state=restored.state)
+                 on_epoch=on_epoch, start_epoch=start_epoch, state=restored.state, device=device,
+                 precision=ctx.precision)
     marks["fit"] = time.time()
     val_metric = float(evaluate(model, splits.val, splits.info, batch_size=ctx.batch_size))
     test_metric = float(evaluate(model, splits.test, splits.info, batch_size=ctx.batch_size))
@@ -89,7 +98,10 @@ def run_trial(config: dict) -> None:
         "val_metric": val_metric, "test_metric": test_metric, "params": int(count_parameters(model)),
         "kept": json.dumps(kept_channels(model)), "epochs_run": int(result.epochs_run), "checkpoint": str(model_dir),
         "started_at": started_at, "ended_at": trial_io.now(), "node": socket.gethostname(),
+        "train_device": train_device,
     }
+    if device.startswith("cuda"):
+        final["gpu_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     marks["saved"] = time.time()
     final["timings"] = json.dumps({"marks": marks, "per_epoch_s": report_s, "cpu_s": time.process_time() - cpu0,
                                    "pid": os.getpid()})

@@ -22,18 +22,21 @@ def register(app: typer.Typer) -> None:
         overrides: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key: key.path=value (repeatable)."),
         epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Shorthand for --set baseline.train.epochs=N."),
         threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads [default: torch's]."),
+        device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:<index> (precision: baseline.train.precision)."),
     ) -> None:
         """Train the dense baseline of CONFIG; print its metrics and checkpoint path."""
         from orchestrator.baseline import train_baseline
         from search_spaces.config import load_search_config
+        from workers.device import local_device
 
         items = list(overrides or [])
         if epochs is not None:
             items.append(f"baseline.train.epochs={epochs}")
         cfg = load_search_config(config, items)
+        device = local_device(device)
         if threads is not None:
             import torch
 
             torch.set_num_threads(threads)
         target = out if out is not None else Path("s4op-runs") / f"{cfg.name}-baseline"
-        train_baseline(cfg, target, tracking_uri=tracking_uri)
+        train_baseline(cfg, target, tracking_uri=tracking_uri, device=device)

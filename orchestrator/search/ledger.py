@@ -65,6 +65,7 @@ class TrialRow:
     ended_at: str | None = None
     node: str | None = None
     is_best: bool | None = None
+    train_device: str | None = None  # where the trial fine-tuned: "cpu", "cuda:0 (NVIDIA H100)"
 
     @property
     def kept_channels(self) -> list[list[int]] | None:

@@ -44,8 +44,8 @@ def trial_context(ctx, k: int, rate: float, parent: str, stage_run_id: str | Non
         selection_policy=s.selection.policy, selection_score=s.selection.score,
         selection_candidates=float(s.selection.candidates), bypass=s.bypass, epochs=int(s.finetune.epochs),
         lr=float(s.finetune.lr), weight_decay=float(s.finetune.weight_decay), patience=s.finetune.patience,
-        batch_size=int(s.finetune.batch_size),
-        cpus_per_trial=max(1, int(math.floor(float(cfg.resources.cpu)))), tracking_uri=ctx.tracking_uri,
+        batch_size=int(s.finetune.batch_size), precision=s.finetune.precision,
+        cpus_per_trial=max(1, int(math.floor(float(cfg.resources.cpu)))), gpus_per_trial=float(cfg.resources.gpu), tracking_uri=ctx.tracking_uri,
         experiment_id=ctx.experiment_id, stage_run_id=stage_run_id)
 
 

@@ -64,6 +64,10 @@ class CheckpointModel(mlflow.pyfunc.PythonModel):
         if hasattr(model_input, "to_numpy"):  # a pandas frame of token columns
             model_input = model_input.to_numpy()
         x = np.asarray(model_input)
+        if np.issubdtype(x.dtype, np.integer) and x.ndim == 2 and self.model.spec.input_kind == "tokens":
+            from workers.batches import check_tokens
+
+            check_tokens(x, self.model.spec.d_input)  # the model's forward checks shapes only
         x = torch.from_numpy(x.astype(np.int64) if np.issubdtype(x.dtype, np.integer) else x.astype(np.float32))
         with torch.no_grad():
             logits = self.model(x)  # (B d_output)

@@ -8,7 +8,7 @@ true/false (YAML reads `yes` as a bool). Validators write `{key}` where the key'
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -35,6 +35,7 @@ def _reject_bool(value: Any) -> Any:
 
 Int = Annotated[int, BeforeValidator(_reject_bool)]
 Float = Annotated[float, BeforeValidator(_reject_bool)]
+Precision = Literal["fp32", "bf16", "fp16"]  # the training forward's autocast type (workers.precision)
 Seed = Annotated[Int, Field(ge=0, le=MAX_SEED)]
 
 

@@ -8,7 +8,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import Field, field_validator
 
-from search_spaces.config.fields import MAX_SEED, MAX_SEED_COUNT, PAPER_SEEDS, Float, Int, Seed, _Section
+from search_spaces.config.fields import MAX_SEED, MAX_SEED_COUNT, PAPER_SEEDS, Float, Int, Precision, Seed, _Section
 from search_spaces.config.messages import short
 from search_spaces.policies import ALLOCATION, IMPORTANCE, SELECTION
 
@@ -39,6 +39,7 @@ class FinetuneSection(_Section):
     weight_decay: Float = Field(1.0e-5, ge=0.0)
     patience: Int = Field(2, ge=1)
     batch_size: Int = Field(50, ge=1)
+    precision: Precision = "fp32"
 
 
 class AlgorithmSection(_Section):

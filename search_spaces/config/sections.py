@@ -9,7 +9,8 @@ from typing import Annotated, Any, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from search_spaces.config.fields import GENERATE_OPTIONS, MAX_SEED, OWN_TASK_NAMES, TASK_NAMES, Float, Int, _Section
+from search_spaces.config.fields import (GENERATE_OPTIONS, MAX_SEED, OWN_TASK_NAMES, TASK_NAMES, Float, Int, Precision,
+                                         _Section)
 from search_spaces.config.messages import suggest
 
 
@@ -136,6 +137,7 @@ class TrainSection(_Section):
     grad_clip: Optional[Float] = Field(1.0, gt=0.0)
     patience: Int = Field(5, ge=1)
     seed: Int = Field(0, ge=0, le=MAX_SEED)
+    precision: Precision = "fp32"
 
 
 class BaselineSection(_Section):

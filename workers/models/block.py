@@ -47,8 +47,13 @@ class S4Block(nn.Module):
         self.norm = ChannelNorm(spec.norm, H)
 
     def _mix(self, y: torch.Tensor) -> torch.Tensor:
-        """(B H_out L) -> (B H L): Linear to 2H over channels, then GLU."""
-        z = self.mix(y.transpose(1, 2)).transpose(1, 2)  # (B 2H L)
+        """(B H_out L) -> (B H L): Linear to 2H over channels, then GLU.
+
+        One batched matmul W y + b in the (B H L) layout (a 1x1 convolution): the output stays
+        L-contiguous, so GLU, the residual and the norm never touch a transposed view.
+        """
+        W = self.mix.weight.expand(y.shape[0], -1, -1)  # (B 2H H_out)
+        z = torch.baddbmm(self.mix.bias[:, None], W, y)  # (B 2H L)
         return self.glu(z)  # (B H L)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

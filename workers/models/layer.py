@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from search_spaces.errors import ConfigError
+from workers.models.fftconv import causal_fft_conv
 from workers.models.s4d import S4DKernel
 from workers.models.spec import ModelSpec
 
@@ -49,13 +50,17 @@ def build_kernel(spec: ModelSpec, H: int) -> nn.Module:
         dt_min=spec.dt_min, dt_max=spec.dt_max, lr=spec.ssm_lr, bidirectional=spec.bidirectional)
 
 
+def time_kernel(K: torch.Tensor, L: int) -> torch.Tensor:
+    """The convolution kernel of the length-2L circular convolution from K (C H L): K[0] (H L), or
+    with C = 2 the causal part followed by the flipped anticausal one (H 2L)."""
+    if K.shape[0] == 2:  # y_t = sum_{s<=t} K0[t-s] u_s + sum_{s>t} K1[s-t-1] u_s
+        return nn.functional.pad(K[0], (0, L)) + nn.functional.pad(K[1].flip(-1), (L, 0))  # (H 2L)
+    return K[0]  # (H L)
+
+
 def fft_kernel(K: torch.Tensor, L: int) -> torch.Tensor:
     """rfft of the length-2L convolution kernel from K (C H L); C = 2 adds the anticausal part."""
-    if K.shape[0] == 2:  # y_t = sum_{s<=t} K0[t-s] u_s + sum_{s>t} K1[s-t-1] u_s
-        k = nn.functional.pad(K[0], (0, L)) + nn.functional.pad(K[1].flip(-1), (L, 0))  # (H 2L)
-    else:
-        k = K[0]  # (H L)
-    return torch.fft.rfft(k, n=2 * L)  # (H L+1)
+    return torch.fft.rfft(time_kernel(K, L), n=2 * L)  # (H L+1)
 
 
 class SSMConv(nn.Module):
@@ -123,9 +128,14 @@ class SSMConv(nn.Module):
             key = self._cache_key(L)
             if self._cache is not None and self._cache[0] == key:
                 return self._cache[1]
-        k_f = fft_kernel(self.kernel(L), L)  # (H_kept L+1)
+        k_f = fft_kernel(self.kernel_fp32(L), L)  # (H_kept L+1)
         self._cache = (key, k_f) if use_cache else None
         return k_f
+
+    def kernel_fp32(self, L: int) -> torch.Tensor:
+        """K (C H_kept L) computed in float32 / complex64 (or float64) even under autocast."""
+        with torch.autocast(self.D.device.type, enabled=False):
+            return self.kernel(L)  # (C H_kept L)
 
     def clear_cache(self) -> None:
         self._cache = None
@@ -142,6 +152,9 @@ class SSMConv(nn.Module):
     def ssm(self, u: torch.Tensor) -> torch.Tensor:
         """K * u + D u on the held channels: u (B H_kept L) -> (B H_kept L)."""
         L = u.shape[-1]
+        if torch.is_grad_enabled():  # training: the convolution with its own, cheaper backward
+            y = causal_fft_conv(u, time_kernel(self.kernel_fp32(L), L))  # (B H_kept L), float32
+            return torch.addcmul(y, self.D[:, None], u)  # (B H_kept L)
         k_f = self.kernel_fft(L)  # (H_kept L+1)
         u_f = torch.fft.rfft(u, n=2 * L)  # (B H_kept L+1)
         y = torch.fft.irfft(u_f * k_f, n=2 * L)[..., :L]  # (B H_kept L)
