@@ -31,6 +31,7 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 from orchestrator import ledger
 from orchestrator.lock import acquire_lock
+from orchestrator.stage_latency import check_latency_node, latency_step_metrics, latency_tags
 from search_spaces.best_trial import choose_best, reduction_pct, speedup_pct
 from orchestrator.tracking import Tracker, default_tracking_uri, run_key
 from search_spaces.errors import SearchStateError
@@ -241,6 +242,7 @@ def run_locked(search_dir: Path, cfg, meta: dict, *, address, view, num_cpus) ->
         done = set(ledger.completed_stages(search_dir))
         recorded = {k: _stage_checkpoint(search_dir, k) for k in done}  # verified before anything runs
         ctx.ray = start_ray(address, num_cpus=num_cpus)
+        check_latency_node(cfg.latency.node_resources)  # no node offers them: one line, exit 2, before stage 0
         view.start()
         parent = _stage0(ctx) if 0 not in done else recorded[0]
         baseline = parent
@@ -346,7 +348,7 @@ def _stage0(ctx: SearchContext) -> str:
         "latency_p90_ms": latency["p90_ms"], "params": params, "speedup_pct": 0.0, "param_reduction_pct": 0.0,
         "kept": ledger.encode_kept(kept), "checkpoint": str(checkpoint),
         "checkpoint_sha256": checkpoint_sha256(checkpoint), "mlflow_run_id": stage_run or "",
-        "started_at": started, "ended_at": _now(),
+        "started_at": started, "ended_at": _now(), **ledger.latency_columns(latency, ledger.StageRow),
     }
     _track_stage(ctx, 0, row, checkpoint, latency)
     if ctx.store is not None:  # trials on every node read the parent from the object store
@@ -373,7 +375,7 @@ def _track_stage(ctx: SearchContext, k: int, row: dict, best_dir: Path, latency:
                         "params": row["params"], "speedup_pct": row["speedup_pct"],
                         "param_reduction_pct": row["param_reduction_pct"]})
     t.set_tags(run, {"s4op.kept_per_layer": json.dumps([len(x) for x in ledger.decode_kept(row["kept"])]),
-                     "s4op.latency_protocol": json.dumps({x: latency.get(x) for x in ("device", "threads", "batch", "length", "repeats")}),
+                     "s4op.latency_protocol": json.dumps({x: latency.get(x) for x in ("device", "threads", "batch", "length", "repeats", "runtime", "mode", "runtime_version", "node_hostname", "node_cpu", "node_arch")}),
                      "s4op.data_fingerprint": ctx.fingerprint})
     t.log_artifact(run, best_dir, "best_checkpoint")
     plots = ctx.search_dir / "plots"
@@ -546,8 +548,7 @@ def _run_stage(ctx: SearchContext, k: int, rate: float, parent: str) -> str:
     for r in rows:
         lat = latencies.get(r["trial_id"])
         if lat is not None:
-            r.update(latency_p50_ms=lat["p50_ms"], latency_p90_ms=lat["p90_ms"], latency_batch=lat["batch"],
-                     latency_threads=lat["threads"], latency_length=lat["length"], latency_device=lat["device"])
+            r.update(ledger.latency_columns(lat))
             r["checkpoint_sha256"] = checkpoint_sha256(r["checkpoint"])
     best = choose_best(rows, metric="val_metric", mode="max", tie_break=cfg.search.tie_break)
     if best is None:
@@ -576,8 +577,8 @@ def _run_stage(ctx: SearchContext, k: int, rate: float, parent: str) -> str:
     for r in rows:
         ctx.tracker.log_metrics(r["mlflow_run_id"], {
             "latency_p50_ms": r.get("latency_p50_ms"), "latency_p90_ms": r.get("latency_p90_ms"),
-            "speedup_pct": speedup_pct(r.get("latency_p50_ms"), dense.latency_p50_ms)})
-        ctx.tracker.set_tags(r["mlflow_run_id"], {"s4op.is_best": r["is_best"], "s4op.status": r["status"]})
+            "speedup_pct": speedup_pct(r.get("latency_p50_ms"), dense.latency_p50_ms), **latency_step_metrics(r)})
+        ctx.tracker.set_tags(r["mlflow_run_id"], {"s4op.is_best": r["is_best"], "s4op.status": r["status"], **latency_tags(r)})
         ctx.tracker.finish(r["mlflow_run_id"], "FINISHED" if r["status"] == "completed" else "FAILED")
     row = {
         "search": ctx.name, "stage": k, "rate": rate, "status": "completed", "n_trials": len(rows),
@@ -589,6 +590,7 @@ def _run_stage(ctx: SearchContext, k: int, rate: float, parent: str) -> str:
         "param_reduction_pct": reduction_pct(best["params"], dense.params), "kept": best["kept"],
         "checkpoint": best_location, "checkpoint_sha256": checkpoint_sha256(best_dir),
         "mlflow_run_id": stage_run or "", "started_at": started, "ended_at": _now(),
+        **ledger.latency_columns(latencies[best["trial_id"]], ledger.StageRow),
     }
     _track_stage(ctx, k, row, best_dir, latencies[best["trial_id"]])
     ledger.write_trials(search_dir, rows)

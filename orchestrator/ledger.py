@@ -61,6 +61,16 @@ class TrialRow:
     ended_at: str | None = None
     node: str | None = None
     is_best: bool | None = None
+    # where and how the latency was measured (latency.runtime, latency.mode, the latency node)
+    latency_runtime: str | None = None  # torch | onnxruntime
+    latency_runtime_version: str | None = None  # e.g. "onnxruntime 1.32.0"
+    latency_mode: str | None = None  # sequence | step
+    latency_step_p50_ms: float | None = None  # per streaming step (mode step)
+    latency_step_p90_ms: float | None = None
+    latency_node_hostname: str | None = None
+    latency_node_cpu: str | None = None
+    latency_node_arch: str | None = None
+    latency_node_id: str | None = None  # the Ray node id
 
     @property
     def kept_channels(self) -> list[list[int]] | None:
@@ -93,6 +103,16 @@ class StageRow:
     mlflow_run_id: str | None = None
     started_at: str | None = None
     ended_at: str | None = None
+    # where and how the latency was measured (latency.runtime, latency.mode, the latency node)
+    latency_runtime: str | None = None  # torch | onnxruntime
+    latency_runtime_version: str | None = None  # e.g. "onnxruntime 1.32.0"
+    latency_mode: str | None = None  # sequence | step
+    latency_step_p50_ms: float | None = None  # per streaming step (mode step)
+    latency_step_p90_ms: float | None = None
+    latency_node_hostname: str | None = None
+    latency_node_cpu: str | None = None
+    latency_node_arch: str | None = None
+    latency_node_id: str | None = None  # the Ray node id
 
     @property
     def kept_channels(self) -> list[list[int]] | None:
@@ -128,6 +148,22 @@ def trial_row(record: dict) -> TrialRow:
 def stage_row(record: dict) -> StageRow:
     """A typed stage row from a dict or a DataFrame record (missing columns and NaN become None)."""
     return _row(StageRow, record)
+
+
+# ledger column <- key of a latency figure (`workers.runtime_latency.measure_in_runtime`)
+LATENCY_COLUMNS = {
+    "latency_p50_ms": "p50_ms", "latency_p90_ms": "p90_ms", "latency_batch": "batch", "latency_threads": "threads",
+    "latency_length": "length", "latency_device": "device", "latency_runtime": "runtime",
+    "latency_runtime_version": "runtime_version", "latency_mode": "mode", "latency_step_p50_ms": "step_p50_ms",
+    "latency_step_p90_ms": "step_p90_ms", "latency_node_hostname": "node_hostname", "latency_node_cpu": "node_cpu",
+    "latency_node_arch": "node_arch", "latency_node_id": "node_id",
+}
+
+
+def latency_columns(figure: dict, row_type: type = TrialRow) -> dict:
+    """The ledger columns of `row_type` that a latency figure fills (missing keys give None)."""
+    names = {f.name for f in fields(row_type)}
+    return {column: figure.get(key) for column, key in LATENCY_COLUMNS.items() if column in names}
 
 
 TRIAL_SCHEMA = _schema_of(TrialRow)
