@@ -74,21 +74,25 @@ def onnx_sequence_figures(models: list[S4Model], x: torch.Tensor, *, repeats: in
     """Each model's exported convolution form timed in an ONNX Runtime session (interleaved)."""
     check_protocol(repeats, warmup, threads, "cpu")
     x = x.cpu()  # (B L) or (B L d_input)
-    calls, extra = [], []
     with tempfile.TemporaryDirectory(prefix="s4op-latency-") as tmp:
-        for i, model in enumerate(models):
-            module = ex.deployable(model, int(x.shape[1]), "auto")
-            path = ex.write_export(module, (x,), "onnx", Path(tmp) / f"model-{i}.onnx", ex.describe(model, module))
-            session = ex.onnx_session(path, threads)
-            feed = {session.get_inputs()[0].name: x.numpy()}
-            with torch.inference_mode():
-                expected = model(x).numpy()  # (B d_output) eager PyTorch, all L positions
-            diff = _checked_diff(session.run(None, feed)[0], expected, f"model {i} ({module.form} form, L {x.shape[1]})")
-            calls.append(lambda s=session, f=feed: s.run(None, f))
-            extra.append({"onnx_form": module.form, "onnx_max_abs_diff": diff})
-    timed = time_interleaved(calls, repeats=repeats, warmup=warmup)
+        exported = [onnx_sequence_call(m, x, Path(tmp) / f"model-{i}.onnx", threads, f"model {i}")
+                    for i, m in enumerate(models)]
+    timed = time_interleaved([call for call, _ in exported], repeats=repeats, warmup=warmup)
     return [{**protocol_summary(t, c, repeats=repeats, threads=threads, batch=x.shape[0], length=x.shape[1],
-                                device="cpu"), **e} for (t, c), e in zip(timed, extra)]
+                                device="cpu"), **e} for (t, c), (_, e) in zip(timed, exported)]
+
+
+def onnx_sequence_call(model: S4Model, x: torch.Tensor, path: Path, threads: int, name: str = "model"):
+    """(call, facts): `model`'s convolution form exported to `path` as `s4op export` does, in an ONNX
+    Runtime session fed `x`; checked against model(x) within `ONNX_TOLERANCE` first. facts:
+    onnx_form, onnx_max_abs_diff. The session keeps the graph in memory: `path` may go afterwards."""
+    module = ex.deployable(model, int(x.shape[1]), "auto")
+    session = ex.onnx_session(ex.write_export(module, (x,), "onnx", path, ex.describe(model, module)), threads)
+    feed = {session.get_inputs()[0].name: x.numpy()}
+    with torch.inference_mode():
+        expected = model(x).numpy()  # (B d_output) eager PyTorch, all L positions
+    diff = _checked_diff(session.run(None, feed)[0], expected, f"{name} ({module.form} form, L {x.shape[1]})")
+    return (lambda: session.run(None, feed)), {"onnx_form": module.form, "onnx_max_abs_diff": diff}
 
 
 def _checked_diff(got, expected: np.ndarray, what: str) -> float:
