@@ -45,6 +45,7 @@ class LocalNode:
     log: str
     started_at: float
     start_ticks: int | None = None  # kernel start time of the pid: guards against PID reuse
+    resources: dict[str, float] = field(default_factory=dict)  # custom resources (a latency node's)
 
 
 @dataclass
@@ -279,13 +280,16 @@ def start_local_cluster(
     dashboard: bool = False,
     env: dict[str, str] | None = None,
     timeout_s: float = 180.0,
+    latency_node: str | None = None,
 ) -> LocalClusterState:
     """Start a head and `workers` worker nodes on 127.0.0.1; record them in `state_path`.
 
     `head_cpus` defaults to 0 so trials run on worker nodes only (the head hosts the driver's
     actors); Ray accepts more declared CPUs than the machine has. `env` adds variables to every
-    node (e.g. `RAY_health_check_period_ms` for faster node-loss detection). Refuses when the
-    state file already records a running cluster. On any failure everything started is stopped.
+    node (e.g. `RAY_health_check_period_ms` for faster node-loss detection). `latency_node` names
+    a custom resource: one extra worker with 1 CPU and {latency_node: 1} then stands in for a
+    device joined as a latency node (`latency.node_resources`). Refuses when the state file
+    already records a running cluster. On any failure everything started is stopped.
     """
     if workers < 0:
         raise ConfigError(f"--workers {workers} is negative; expected 0 or more worker nodes")
@@ -293,6 +297,8 @@ def start_local_cluster(
         raise ConfigError(f"--cpus-per-worker {cpus_per_worker} must be > 0")
     if head_cpus < 0:
         raise ConfigError(f"--head-cpus {head_cpus} must be >= 0")
+    plan = [(i, cpus_per_worker, {}) for i in range(1, workers + 1)]  # (index, CPUs, custom resources)
+    plan += [(workers + 1, 1.0, resources) for resources in latency_node_resources(latency_node)]
     state_path = Path(state_path) if state_path is not None else default_state_path()
     old = load_state(state_path)
     if old is not None and any(node_alive(n) for n in old.nodes):
@@ -353,19 +359,19 @@ def start_local_cluster(
                                      start_ticks(head.pid)))
         save_state(state, state_path)  # recorded before waiting: `down` can always find it
         _wait_started(head, head_log, deadline)
-        for index in range(1, workers + 1):
+        for index, cpus, resources in plan:
             # one at a time: a raylet must register with the GCS within Ray's fixed 30 s, which
             # several nodes starting at once on a loaded machine can miss; such a node is retried
             for attempt in (1, 2):
                 common[common.index("--dashboard-agent-listen-port") + 1] = str(free_port())
                 log = run_dir / f"worker-{index}.log"
                 proc = _spawn(
-                    [ray, "start", "--address", address, "--num-cpus", _num(cpus_per_worker),
-                     "--num-gpus", "0", *common],
+                    [ray, "start", "--address", address, "--num-cpus", _num(cpus), "--num-gpus", "0",
+                     *(["--resources", json.dumps(resources)] if resources else []), *common],
                     node_env, log,
                 )
-                node = LocalNode("worker", index, proc.pid, cpus_per_worker, str(log), time.time(),
-                                 start_ticks(proc.pid))
+                node = LocalNode("worker", index, proc.pid, cpus, str(log), time.time(),
+                                 start_ticks(proc.pid), resources)
                 state.nodes.append(node)
                 save_state(state, state_path)
                 try:
@@ -384,6 +390,16 @@ def start_local_cluster(
         _cleanup_files(state, state_path, keep_logs=True)  # node logs say why
         raise
     return state
+
+
+def latency_node_resources(name: str | None) -> list[dict[str, float]]:
+    """The custom resources of the latency node to add: [] or [{name: 1}]; `ConfigError` on a bad name."""
+    if name is None:
+        return []
+    if not name.strip() or name in ("CPU", "GPU", "memory", "object_store_memory") or any(
+            c in name for c in " ,:\"'{}"):
+        raise ConfigError(f"--latency-node {name!r}: expected a custom resource name such as edge-rpi4")
+    return [{name: 1.0}]
 
 
 def _num(value: float) -> str:

@@ -34,3 +34,7 @@ class SearchStateError(S4opError):
 
 class TrainingError(S4opError):
     """Training diverged (a non-finite loss): usually a learning rate too high for the model."""
+
+
+class LatencyError(S4opError):
+    """A latency cannot be measured as configured (e.g. the exported model disagrees with PyTorch)."""

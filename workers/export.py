@@ -358,16 +358,23 @@ def write_export(module: nn.Module, inputs: tuple[torch.Tensor, ...], fmt: str, 
     return out
 
 
+def onnx_session(path: str | Path, threads: int = 1):
+    """An ONNX Runtime CPU session on `path` with fixed threads: `threads` intra-op, 1 inter-op,
+    sequential execution (the latency protocol's "threads fixed")."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 def run_exported(path: str | Path, fmt: str, module: nn.Module, inputs: tuple[torch.Tensor, ...],
                  threads: int = 1):
     """A callable running the exported file on `inputs` (numpy outputs), for checks and timing."""
     if fmt == "onnx":
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = onnx_session(path, threads)
         feed = {arg.name: t.numpy() for arg, t in zip(session.get_inputs(), inputs)}
         return lambda: session.run(None, feed)
     if fmt == "torchscript":

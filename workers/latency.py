@@ -36,7 +36,7 @@ def _to_device(example: tuple, device: torch.device) -> tuple:
     return tuple(t.to(device) if isinstance(t, torch.Tensor) else t for t in example)
 
 
-def _check_protocol(repeats, warmup, threads, device) -> torch.device:
+def check_protocol(repeats, warmup, threads, device) -> torch.device:
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < MIN_REPEATS:
         raise ConfigError(f"latency.repeats: got {repeats!r}, expected an integer >= {MIN_REPEATS}")
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
@@ -59,8 +59,8 @@ def _check_example(example) -> None:
         raise ConfigError(f"latency example: got {type(example).__name__}, expected a tuple (x, lengths) of tensors")
 
 
-def _summary(times: list[float], cpu: list[float], repeats: int, threads: int, x: torch.Tensor,
-             dev: torch.device) -> dict:
+def timing_figures(times: list[float], cpu: list[float]) -> dict:
+    """p50_ms, p90_ms, mean_ms, min_ms (wall) and cpu_p50_ms, cpu_p90_ms (process CPU) of timed runs."""
     return {
         "p50_ms": statistics.median(times),
         "p90_ms": percentile(times, 90),
@@ -68,12 +68,20 @@ def _summary(times: list[float], cpu: list[float], repeats: int, threads: int, x
         "min_ms": min(times),
         "cpu_p50_ms": statistics.median(cpu),
         "cpu_p90_ms": percentile(cpu, 90),
-        "repeats": repeats,
-        "threads": threads,
-        "batch": int(x.shape[0]),
-        "length": int(x.shape[1]) if x.dim() > 1 else 1,
-        "device": str(dev),
     }
+
+
+def protocol_summary(times: list[float], cpu: list[float], *, repeats: int, threads: int, batch: int, length: int,
+                     device: str) -> dict:
+    """One latency figure: `timing_figures` with the protocol's facts (repeats, threads, batch, length, device)."""
+    return {**timing_figures(times, cpu), "repeats": repeats, "threads": threads, "batch": int(batch),
+            "length": int(length), "device": str(device)}
+
+
+def _summary(times: list[float], cpu: list[float], repeats: int, threads: int, x: torch.Tensor,
+             dev: torch.device) -> dict:
+    return protocol_summary(times, cpu, repeats=repeats, threads=threads, batch=int(x.shape[0]),
+                            length=int(x.shape[1]) if x.dim() > 1 else 1, device=str(dev))
 
 
 def measure_latency(model: nn.Module, example: tuple, *, repeats: int = 30, warmup: int = 5,
@@ -95,29 +103,39 @@ def measure_latency_interleaved(entries: list[tuple[nn.Module, tuple]], *, repea
     Same protocol and result per model as `measure_latency`; interleaving spreads the drift of a
     shared, noisy machine evenly over the models, so their ratios are measured fairly.
     """
-    dev = _check_protocol(repeats, warmup, threads, device)
+    dev = check_protocol(repeats, warmup, threads, device)
     for _, example in entries:
         _check_example(example)
-    cuda = dev.type == "cuda"
-    sync = (lambda: torch.cuda.synchronize(dev)) if cuda else (lambda: None)  # noqa: E731
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else None
     prepared = [(model.to(dev).eval(), _to_device(example, dev)) for model, example in entries]
-    times: list[list[float]] = [[] for _ in prepared]
-    cpu: list[list[float]] = [[] for _ in prepared]
+    calls = [lambda m=model, i=inputs: m(*i) for model, inputs in prepared]
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         with torch.inference_mode():
-            for model, inputs in prepared:
-                for _ in range(warmup):
-                    model(*inputs)
-            sync()
-            for _ in range(repeats):
-                for i, (model, inputs) in enumerate(prepared):
-                    start, start_cpu = time.perf_counter(), time.process_time()
-                    model(*inputs)
-                    sync()
-                    times[i].append((time.perf_counter() - start) * 1000.0)
-                    cpu[i].append((time.process_time() - start_cpu) * 1000.0)
+            timed = time_interleaved(calls, repeats=repeats, warmup=warmup, sync=sync)
     finally:
         torch.set_num_threads(old_threads)
-    return [_summary(t, c, repeats, threads, inputs[0], dev) for t, c, (_, inputs) in zip(times, cpu, prepared)]
+    return [_summary(t, c, repeats, threads, inputs[0], dev) for (t, c), (_, inputs) in zip(timed, prepared)]
+
+
+def time_interleaved(calls: list, *, repeats: int, warmup: int, sync=None) -> list[tuple[list[float], list[float]]]:
+    """(wall ms, process CPU ms) of `repeats` timed calls of each callable, after `warmup` untimed
+    ones each; each round calls every callable once (the order of `calls`). `sync` (e.g. CUDA
+    synchronise) runs before the first timed round and inside each timed call."""
+    for call in calls:
+        for _ in range(warmup):
+            call()
+    if sync is not None:
+        sync()
+    times: list[list[float]] = [[] for _ in calls]
+    cpu: list[list[float]] = [[] for _ in calls]
+    for _ in range(repeats):
+        for i, call in enumerate(calls):
+            start, start_cpu = time.perf_counter(), time.process_time()
+            call()
+            if sync is not None:
+                sync()
+            times[i].append((time.perf_counter() - start) * 1000.0)
+            cpu[i].append((time.process_time() - start_cpu) * 1000.0)
+    return list(zip(times, cpu))

@@ -25,6 +25,9 @@ def up(
     port: int = typer.Option(0, "--port", help="GCS port of the head (0: a free port)."),
     dashboard: bool = typer.Option(False, "--dashboard/--no-dashboard", help="Start the Ray dashboard on 127.0.0.1."),
     state: Path = typer.Option(None, "--state", help=STATE_HELP),
+    latency_node: str = typer.Option(None, "--latency-node", metavar="RESOURCE",
+                                     help="Also start a worker with 1 CPU offering custom resource RESOURCE "
+                                          "(a stand-in for a device; latency.node_resources: {RESOURCE: 1})."),
 ) -> None:
     """Start the cluster, record its PIDs and print the address and the client environment."""
     from cluster.local import client_env, default_state_path, start_local_cluster
@@ -32,11 +35,12 @@ def up(
     state_path = state or default_state_path()
     st = start_local_cluster(
         workers, cpus_per_worker=cpus_per_worker, head_cpus=head_cpus,
-        state_path=state_path, port=port or None, dashboard=dashboard,
+        state_path=state_path, port=port or None, dashboard=dashboard, latency_node=latency_node,
     )
     typer.echo(f"address: {st.address}")
     for node in st.nodes:
-        typer.echo(f"  {node.role} {node.index}: pid {node.pid}, {node.cpus:g} CPU, log {node.log}")
+        offers = "".join(f", {name} {amount:g}" for name, amount in node.resources.items())
+        typer.echo(f"  {node.role} {node.index}: pid {node.pid}, {node.cpus:g} CPU{offers}, log {node.log}")
     if st.dashboard_url:
         typer.echo(f"dashboard: {st.dashboard_url}")
     typer.echo(f"state: {state_path}")

@@ -25,6 +25,7 @@ TABLE_COLUMNS = [
     "search", "stage", "rate", "metric_name", "metric_source", "metric", "val_metric", "test_metric",
     "latency_ms", "latency_p90_ms", "speedup_pct", "params", "param_reduction_pct", "best_seed",
     "n_trials", "n_failed", "metric_min", "metric_median", "metric_max", "kept_per_layer",
+    "latency_step_ms", "latency_runtime", "latency_node",  # per streaming step (latency.mode step); where timed
 ]
 
 
@@ -102,6 +103,8 @@ def table_ii(search: SearchLedger) -> pd.DataFrame:
             "metric_median": seeds.median() if len(seeds) else math.nan,
             "metric_max": seeds.max() if len(seeds) else math.nan,
             "kept_per_layer": None if kept is None else [len(layer) for layer in kept],
+            "latency_step_ms": stage.latency_step_p50_ms, "latency_runtime": stage.latency_runtime,
+            "latency_node": stage.latency_node_hostname,
         })
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     return table.sort_values(["rate", "stage"]).reset_index(drop=True)
@@ -168,6 +171,7 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
     metric_name = str(table["metric_name"].dropna().iloc[0]) if table["metric_name"].notna().any() else "metric"
     source = table["metric_source"].iloc[0] if len(table) else "val"
     head = f"{source} {metric_name} %"
+    steps = "latency_step_ms" in table and table["latency_step_ms"].map(_finite).any()
     rows = []
     for r in table.itertuples(index=False):
         latency_change = _fmt(_negated(r.speedup_pct), "+.1f")  # the paper's "(-65.0 %)": latency change
@@ -176,6 +180,7 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
             "rate": f"{r.rate * 100:.0f} %",
             head: _fmt(r.metric * 100 if _finite(r.metric) else None, ".2f"),
             "latency ms (change)": f"{_fmt(r.latency_ms, '.2f')} ({latency_change} %)",
+            **({"step latency ms": _fmt(r.latency_step_ms, ".3f")} if steps else {}),
             "params (reduction)": f"{int(r.params):,} ({params_change} %)" if _finite(r.params) else "-",
             "seed": "-" if not _finite(r.best_seed) else str(int(r.best_seed)),
             "min / median / max %": " / ".join(_fmt(v * 100 if _finite(v) else None, ".2f")

@@ -66,6 +66,16 @@ class TrialRow:
     node: str | None = None
     is_best: bool | None = None
     train_device: str | None = None  # where the trial fine-tuned: "cpu", "cuda:0 (NVIDIA H100)"
+    # where and how the latency was measured (latency.runtime, latency.mode, the latency node)
+    latency_runtime: str | None = None  # torch | onnxruntime
+    latency_runtime_version: str | None = None  # e.g. "onnxruntime 1.32.0"
+    latency_mode: str | None = None  # sequence | step
+    latency_step_p50_ms: float | None = None  # per streaming step (mode step)
+    latency_step_p90_ms: float | None = None
+    latency_node_hostname: str | None = None
+    latency_node_cpu: str | None = None
+    latency_node_arch: str | None = None
+    latency_node_id: str | None = None  # the Ray node id
 
     @property
     def kept_channels(self) -> list[list[int]] | None:
@@ -98,6 +108,16 @@ class StageRow:
     mlflow_run_id: str | None = None
     started_at: str | None = None
     ended_at: str | None = None
+    # where and how the latency was measured (latency.runtime, latency.mode, the latency node)
+    latency_runtime: str | None = None  # torch | onnxruntime
+    latency_runtime_version: str | None = None  # e.g. "onnxruntime 1.32.0"
+    latency_mode: str | None = None  # sequence | step
+    latency_step_p50_ms: float | None = None  # per streaming step (mode step)
+    latency_step_p90_ms: float | None = None
+    latency_node_hostname: str | None = None
+    latency_node_cpu: str | None = None
+    latency_node_arch: str | None = None
+    latency_node_id: str | None = None  # the Ray node id
 
     @property
     def kept_channels(self) -> list[list[int]] | None:
@@ -135,6 +155,23 @@ def stage_row(record: dict) -> StageRow:
     return _row(StageRow, record)
 
 
+# ledger column <- key of a latency figure (`workers.runtime_latency.measure_in_runtime`)
+LATENCY_COLUMNS = {
+    "latency_p50_ms": "p50_ms", "latency_p90_ms": "p90_ms", "latency_batch": "batch", "latency_threads": "threads",
+    "latency_length": "length", "latency_device": "device", "latency_runtime": "runtime",
+    "latency_runtime_version": "runtime_version", "latency_mode": "mode", "latency_step_p50_ms": "step_p50_ms",
+    "latency_step_p90_ms": "step_p90_ms", "latency_node_hostname": "node_hostname", "latency_node_cpu": "node_cpu",
+    "latency_node_arch": "node_arch", "latency_node_id": "node_id",
+}
+
+
+def latency_columns(figure: dict, row_type: type = TrialRow) -> dict:
+    """The ledger columns of `row_type` that a latency figure fills (missing keys give None)."""
+    names = {f.name for f in fields(row_type)}
+    return {column: figure.get(key) for column, key in LATENCY_COLUMNS.items() if column in names}
+
+
+_STAGE_FIELDS = {f.name for f in fields(StageRow)}
 TRIAL_SCHEMA = _schema_of(TrialRow)
 STAGE_SCHEMA = _schema_of(StageRow)
 
@@ -305,10 +342,7 @@ def finished_trial_row(ctx, sample, name: str, result: dict, error: str | None, 
 def with_latency(row: TrialRow, latency: dict | None, checkpoint_sha256: str | None) -> TrialRow:
     if latency is None:
         return row
-    return replace(row, latency_p50_ms=latency["p50_ms"], latency_p90_ms=latency["p90_ms"],
-                   latency_batch=latency["batch"], latency_threads=latency["threads"],
-                   latency_length=latency["length"], latency_device=latency["device"],
-                   checkpoint_sha256=checkpoint_sha256)
+    return replace(row, **latency_columns(latency), checkpoint_sha256=checkpoint_sha256)
 
 
 def best_stage_row(best: TrialRow, rows: list[TrialRow], dense: StageRow, *, checkpoint: str, sha256: str,
@@ -319,8 +353,8 @@ def best_stage_row(best: TrialRow, rows: list[TrialRow], dense: StageRow, *, che
     return StageRow(search=best.search, stage=best.stage, rate=best.rate, status="completed", n_trials=len(rows),
                     n_failed=sum(r.status != "completed" for r in rows), best_trial_id=best.trial_id,
                     best_seed=best.seed, metric_name=best.metric_name, val_metric=best.val_metric,
-                    test_metric=best.test_metric, latency_p50_ms=best.latency_p50_ms,
-                    latency_p90_ms=best.latency_p90_ms, params=best.params,
+                    test_metric=best.test_metric, params=best.params,
+                    **{c: getattr(best, c) for c in LATENCY_COLUMNS if c in _STAGE_FIELDS},
                     speedup_pct=speedup_pct(best.latency_p50_ms, dense.latency_p50_ms),
                     param_reduction_pct=reduction_pct(best.params, dense.params), kept=best.kept,
                     checkpoint=checkpoint, checkpoint_sha256=sha256, mlflow_run_id=run_id or "",
@@ -339,6 +373,5 @@ def baseline_stage_row(search: str, *, metric_name: str, val: float, test: float
     """Stage 0: the dense baseline."""
     return StageRow(search=search, stage=0, rate=0.0, status="completed", n_trials=0, n_failed=0,
                     best_trial_id="baseline", metric_name=metric_name, val_metric=val, test_metric=test,
-                    latency_p50_ms=latency["p50_ms"], latency_p90_ms=latency["p90_ms"], params=params,
-                    speedup_pct=0.0, param_reduction_pct=0.0, kept=encode_kept(kept), checkpoint=checkpoint,
+                    params=params, **latency_columns(latency, StageRow), speedup_pct=0.0, param_reduction_pct=0.0, kept=encode_kept(kept), checkpoint=checkpoint,
                     checkpoint_sha256=sha256, mlflow_run_id=run_id or "", started_at=started_at, ended_at=ended_at)

@@ -18,6 +18,7 @@ from orchestrator.search.create import create_search
 from orchestrator.search.folder import SearchFolder
 from orchestrator.search.rate_stage import run_rate_stage
 from orchestrator.search.ray_runtime import start_ray, stop_ray
+from orchestrator.search.stage_latency import check_latency_node
 from orchestrator.tracking import publish
 
 
@@ -68,6 +69,7 @@ def run_locked(search_dir: Path, cfg, meta: dict, *, address, view, num_cpus) ->
         done = set(ledger.completed_stages(search_dir))
         recorded = {k: verified_stage_checkpoint(search_dir, k) for k in done}  # verified before anything runs
         ctx.ray = start_ray(address, num_cpus=num_cpus)
+        check_latency_node(cfg.latency.node_resources)  # no node offers them: one line, exit 2, before stage 0
         ctx.view.start()
         parent = run_baseline_stage(ctx) if 0 not in done else recorded[0]
         baseline = parent

@@ -5,6 +5,11 @@ one Ray task that reserves a whole node's CPUs (and one GPU when measuring on CU
 trial's final checkpoint and times it with `workers.latency.measure_latency`: warm-up, >= 30 timed
 runs, median and p90, fixed threads; device, threads, batch and length are recorded with the figure.
 Without a running Ray (unit tests, stage 0 before Ray starts) the same function runs in-process.
+
+The runtime (PyTorch eager or ONNX Runtime) and mode (sequence, or per streaming step as well) are
+`workers.runtime_latency`'s; with `latency.node_resources` the task goes to the node offering those
+Ray custom resources (a device joined as a latency node) and reserves all of its CPUs; the driver
+checks before the first stage that some node offers them (`check_latency_node`).
 """
 
 from __future__ import annotations
@@ -38,28 +43,43 @@ def measure_models(models: Mapping[str, str], examples: Mapping[int, tuple], lat
     import torch
 
     from workers.checkpoint import load_checkpoint
-    from workers.latency import measure_latency_interleaved
+    from workers.runtime_latency import measure_in_runtime
 
-    device = str(latency.get("device", "cpu"))
-    threads = int(latency.get("threads", 1))
     keys = list(models)
     loaded = [load_checkpoint(models[key])[0].eval() for key in keys]
     out: dict = {key: {} for key in keys}
     for batch, (x, lengths) in examples.items():
         example = (torch.as_tensor(x), torch.as_tensor(lengths))  # x (B L) tokens or (B L C); lengths (B,)
-        figures = measure_latency_interleaved([(m, example) for m in loaded], repeats=int(latency.get("repeats", 30)),
-                                              warmup=int(latency.get("warmup", 5)), threads=threads, device=device)
+        figures = measure_in_runtime(loaded, example, latency)
         for key, fig in zip(keys, figures):
             out[key][int(batch)] = dict(fig)
     return out
 
 
-def whole_node_cpus() -> int:
-    """CPUs of the largest alive node of the running Ray cluster (what 'exclusive' reserves)."""
+def whole_node_cpus(wanted: Mapping[str, float] | None = None) -> int:
+    """CPUs of the node the latency task runs on (what 'exclusive' reserves): the largest alive node,
+    or the node offering the custom resources `wanted` (`workers.latency_node.latency_node_cpus`)."""
     import ray
 
-    cpus = [int(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")]
-    return max(cpus) if cpus and max(cpus) > 0 else 1
+    from workers.latency_node import latency_node_cpus
+
+    return latency_node_cpus(ray.nodes(), dict(wanted or {}))
+
+
+def check_latency_node(wanted: Mapping[str, float]) -> None:
+    """`ConfigError` (one line, exit 2) when no node of the running Ray cluster offers the
+    latency.node_resources `wanted` (Ray would wait for one forever). Called by the driver once Ray
+    has started, before stage 0; the check itself is `workers.latency_node.missing_node_resources`."""
+    if not wanted:
+        return
+    import ray
+
+    from search_spaces.errors import ConfigError
+    from workers.latency_node import missing_node_resources
+
+    message = missing_node_resources(wanted, ray.cluster_resources())
+    if message:
+        raise ConfigError(message)
 
 
 def measure_stage(models: Mapping[str, str], examples: Mapping[int, tuple], latency: Mapping, *,
@@ -67,16 +87,23 @@ def measure_stage(models: Mapping[str, str], examples: Mapping[int, tuple], late
     """Like `measure_models`, inside a Ray task holding a whole node (and a GPU on CUDA) if Ray runs.
 
     in_process: measure in this process instead (the embedded single-node case: the stage's trials
-    have finished, so the driver already has the machine to itself and skips a worker start).
+    have finished, so the driver already has the machine to itself and skips a worker start); never
+    with latency.node_resources, whose node is elsewhere.
     """
     if not models:
         return {}
+    wanted = dict(latency.get("node_resources") or {})
     try:
         import ray
     except ImportError:  # pragma: no cover
         return measure_models(models, examples, latency)
-    if not ray.is_initialized() or in_process:
+    if not wanted and (not ray.is_initialized() or in_process):
         return measure_models(models, examples, latency)
+    if not ray.is_initialized():  # ray.remote would start a one-node Ray that never offers `wanted`
+        from search_spaces.errors import ConfigError
+
+        raise ConfigError(f"latency.node_resources={wanted}: measuring on a latency node needs a running Ray cluster")
     gpus = 1 if str(latency.get("device", "cpu")).startswith("cuda") else 0
-    task = ray.remote(num_cpus=whole_node_cpus(), num_gpus=gpus, max_retries=2)(measure_models)
+    task = ray.remote(num_cpus=whole_node_cpus(wanted), num_gpus=gpus, resources=wanted or None,
+                      max_retries=2)(measure_models)
     return ray.get(task.remote(dict(models), dict(examples), dict(latency)))

@@ -22,7 +22,10 @@ from orchestrator.tracking.client import run_key
 STAGE_METRICS = ("val_metric", "test_metric", "latency_p50_ms", "latency_p90_ms", "params", "speedup_pct",
                  "param_reduction_pct")
 SEARCH_METRICS = ("val_metric", "test_metric", "latency_p50_ms", "speedup_pct", "params")
-LATENCY_PROTOCOL = ("device", "threads", "batch", "length", "repeats")
+LATENCY_PROTOCOL = ("device", "threads", "batch", "length", "repeats", "runtime", "mode", "runtime_version",
+                    "node_hostname", "node_cpu", "node_arch")
+LATENCY_WHERE = ("latency_runtime", "latency_runtime_version", "latency_mode", "latency_node_hostname",
+                 "latency_node_cpu", "latency_node_arch")  # how and where a trial's latency was measured
 
 
 def stage_run_name(stage: int, rate: float | None) -> str:
@@ -106,7 +109,8 @@ def epoch_metrics(loss, val_metric) -> dict:
 
 def trial_metrics(row, speedup_pct: float | None) -> dict:
     """A trial's final metrics (step 0); `speedup_pct`: its latency change vs the dense stage 0."""
-    out = {"latency_p50_ms": row.latency_p50_ms, "latency_p90_ms": row.latency_p90_ms, "speedup_pct": speedup_pct}
+    out = {"latency_p50_ms": row.latency_p50_ms, "latency_p90_ms": row.latency_p90_ms, "speedup_pct": speedup_pct,
+           "latency_step_p50_ms": row.latency_step_p50_ms, "latency_step_p90_ms": row.latency_step_p90_ms}
     if row.status == "completed":
         out.update(final_val_metric=row.val_metric, final_test_metric=row.test_metric, params=row.params)
     return out
@@ -117,7 +121,8 @@ def trial_tags(row) -> dict:
     return {"s4op.status": row.status, "s4op.is_best": bool(row.is_best),
             "s4op.kept": json.dumps(kept) if kept is not None else None,
             "s4op.kept_per_layer": json.dumps([len(k) for k in kept]) if kept is not None else None,
-            "s4op.error": row.error[:500] if row.error else None}
+            "s4op.error": row.error[:500] if row.error else None,
+            **{f"s4op.{key}": getattr(row, key) for key in LATENCY_WHERE}}
 
 
 def trial_status(row) -> str:

@@ -38,6 +38,9 @@ class SearchConfig(_Section):
         if alloc.layer is not None and alloc.layer >= self.model.n_layers:
             raise ValueError(f"search.allocation.layer={alloc.layer} must be less than "
                              f"model.n_layers={self.model.n_layers}")
+        if self.latency.mode == "step" and (self.model.kind != "s4d" or self.model.bidirectional):
+            raise ValueError(f"latency.mode=step times the streaming form of a unidirectional s4d model; "
+                             f"got model.kind={self.model.kind} with bidirectional={self.model.bidirectional}")
         return self
 
     @property

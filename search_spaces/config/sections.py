@@ -158,13 +158,40 @@ class BaselineSection(_Section):
 
 
 class LatencySection(_Section):
-    """Latency protocol: p50/p90 over `repeats` timed runs after `warmup`, per batch size."""
+    """Latency protocol: p50/p90 over `repeats` timed runs after `warmup`, per batch size.
+
+    runtime: `torch` (eager PyTorch) or `onnxruntime` (the model exported as `s4op export` does,
+    timed in an ONNX Runtime session, CPU only). mode: `sequence` (one forward over the whole
+    sequence) or `step` (also the streaming form, one sample at a time, per-step figures;
+    unidirectional S4D only). node_resources: Ray custom resources of the node that measures
+    (e.g. {edge-rpi4: 1}: a device joined as a latency node, see cluster/README.md).
+    """
 
     batch_sizes: list[Annotated[Int, Field(ge=1)]] = Field(default_factory=lambda: [1], min_length=1)
     threads: Int = Field(1, ge=1)
     repeats: Int = Field(30, ge=30)
     warmup: Int = Field(5, ge=0)
     device: Literal["cpu", "cuda"] = "cpu"
+    runtime: Literal["torch", "onnxruntime"] = "torch"
+    mode: Literal["sequence", "step"] = "sequence"
+    node_resources: dict[str, Annotated[Float, Field(gt=0.0)]] = Field(default_factory=dict)
+
+    @field_validator("node_resources", mode="after")
+    @classmethod
+    def _resource_names(cls, v: dict[str, float]) -> dict[str, float]:
+        for name in v:
+            if not name.strip() or name in ("CPU", "GPU", "memory", "object_store_memory"):
+                raise ValueError("{key} has resource name %r; expected a custom resource a node offers, "
+                                 "e.g. {edge-rpi4: 1}" % name)
+        return v
+
+    @model_validator(mode="after")
+    def _runtime_on_cpu(self) -> "LatencySection":
+        for key, value in (("runtime", "onnxruntime"), ("mode", "step")):
+            if getattr(self, key) == value and self.device != "cpu":
+                raise ValueError(f"latency.{key}={value} is measured on the CPU; expected latency.device=cpu, "
+                                 f"got {self.device!r}")
+        return self
 
 
 class ResourcesSection(_Section):
