@@ -95,9 +95,10 @@ def info(
     seed: int = typer.Option(0, "--seed", help="Seed of the validation carve-out."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Print split sizes, lengths and label distribution (majority-class rate) of a data folder."""
+    """Print split sizes, lengths, label distribution and majority baseline of a data folder, and
+    how many sequences --max-len truncates (lengths shown are those in the files)."""
     from workers.data import fingerprint, load_task
-    from workers.data.tasks import summarize
+    from workers.data.tasks import summarize, truncation_notes
 
     splits = load_task(task, data_dir, max_len=max_len, val_fraction=val_fraction, seed=seed)
     summary = summarize(splits)
@@ -108,16 +109,20 @@ def info(
         return
     typer.echo(f"{task} data in {summary['data_dir']} (L={summary['L']}, metric {summary['metric']})")
     typer.echo(f"fingerprint: {summary['fingerprint']}")
+    typer.echo(f"majority = {summary['majority_definition']}")
     for name, d in summary["splits"].items():
         line = f"  {name:<5} n={d['n']:<7}"
         if d["n"]:
             line += f" length min/mean/max {d['length_min']}/{d['length_mean']}/{d['length_max']}"
-        if "majority_rate" in d:
-            line += f"  majority-class rate {d['majority_rate']:.3f}  counts {d['class_counts']}"
+        line += f"  majority {summary['metric']} {d['majority_rate']:.3f}"
+        if "class_counts" in d:
+            line += f"  counts {d['class_counts']}"
         else:
             rates = " ".join(f"{k}={v:.3f}" for k, v in d["positive_rate"].items())
             line += f"  positive rate {rates}  no label {d['no_label_rate']:.3f}"
         typer.echo(line)
+    for note in truncation_notes(splits):
+        typer.echo(note)
 
 
 def register(app: typer.Typer) -> None:
