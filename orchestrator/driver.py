@@ -252,7 +252,10 @@ def run_locked(search_dir: Path, cfg, meta: dict, *, address, view, num_cpus) ->
             best = _run_stage(ctx, k, float(rate), parent)
             parent = best if s.mode == "incremental" else baseline
         tracker.finish(search_run)
-        view.finish(ledger.read_stages(search_dir), metric_name=ctx.splits.info.metric)
+        from orchestrator.latency_noise import protocol_from_config
+
+        view.finish(ledger.read_stages(search_dir), metric_name=ctx.splits.info.metric,
+                    protocol=protocol_from_config(cfg.latency, ctx.splits.test.x.shape[1]))
     finally:
         view.stop()
         if ctx.ray is not None and ctx.ray.started_here:

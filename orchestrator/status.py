@@ -59,7 +59,8 @@ def search_status(search_dir: str | os.PathLike, *, work_dir: str | os.PathLike 
     trials = ledger.read_trials(search_dir)
     rows = [{k: _clean(v) for k, v in r.items() if k in (
         "stage", "rate", "status", "n_trials", "n_failed", "best_trial_id", "best_seed", "val_metric", "test_metric",
-        "latency_p50_ms", "speedup_pct", "params", "param_reduction_pct", "checkpoint", "metric_name")} for r in stages.to_dict("records")]
+        "latency_p50_ms", "latency_p90_ms", "speedup_pct", "params", "param_reduction_pct", "checkpoint",
+        "metric_name")} for r in stages.to_dict("records")]
     done = set(ledger.completed_stages(search_dir))
     rates = [float(r) for r in cfg.search.rates]
     left = [{"stage": k, "rate": r} for k, r in enumerate(rates, start=1) if k not in done]
@@ -99,7 +100,16 @@ def search_status(search_dir: str | os.PathLike, *, work_dir: str | os.PathLike 
         "driver": {"running": running, **(owner or {})} if owner else {"running": False},
         "disk_bytes": usage["total"] if store is not None else folder_bytes(search_dir),
         "disk": usage,
+        "latency_protocol": _protocol(cfg, trials),
     }
+
+
+def _protocol(cfg, trials) -> str:
+    """The latency protocol line: the config's section, the length the trials were timed at."""
+    from orchestrator.latency_noise import protocol_from_config
+
+    lengths = trials["latency_length"].dropna() if "latency_length" in trials else []
+    return protocol_from_config(cfg.latency, int(lengths.max()) if len(lengths) else None)
 
 
 def format_status(st: dict) -> str:
@@ -121,7 +131,8 @@ def format_status(st: dict) -> str:
 
         frame = pd.DataFrame(st["stages"])
         lines.append(summary_table(frame, metric_name=str(frame["metric_name"].dropna().iloc[0])
-                                   if frame["metric_name"].notna().any() else "metric"))
+                                   if frame["metric_name"].notna().any() else "metric",
+                                   protocol=st.get("latency_protocol")))
     if st["in_progress"]:
         p = st["in_progress"]
         lines.append(f"in progress: stage {p['stage']} (rate {p['rate']:g}): {len(p['trials_started'])} trials started, "

@@ -114,8 +114,8 @@ class SearchView:
 
         return Text(self.status_line())
 
-    def finish(self, stages, *, metric_name: str = "val_metric") -> None:
-        self._emit(summary_table(stages, metric_name=metric_name))
+    def finish(self, stages, *, metric_name: str = "val_metric", protocol: str | None = None) -> None:
+        self._emit(summary_table(stages, metric_name=metric_name, protocol=protocol))
 
 
 def _clock(seconds: float) -> str:
@@ -123,15 +123,27 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def summary_table(stages, *, metric_name: str = "val_metric") -> str:
-    """The paper's Table II columns as plain text, one line per stage."""
-    head = f"{'stage':>5} {'rate':>5} {'val ' + metric_name:>14} {'test':>8} {'latency ms':>11} {'speedup %':>10} {'params':>10} {'reduction %':>12} {'best':>10}"
+def summary_table(stages, *, metric_name: str = "val_metric", protocol: str | None = None) -> str:
+    """The paper's Table II columns as plain text, one line per stage; a latency that differs from
+    the dense one by less than their p50-p90 spread reads "within noise"; `protocol` (the latency
+    protocol line) is printed under the table."""
+    from orchestrator.latency_noise import latency_change_text
+
+    head = f"{'stage':>5} {'rate':>5} {'val ' + metric_name:>14} {'test':>8} {'latency ms':>11} {'speedup %':>12} {'params':>10} {'reduction %':>12} {'best':>10}"
     lines = [head, "-" * len(head)]
-    for _, r in stages.sort_values("stage").iterrows():
+    ordered = stages.sort_values("stage")
+    dense = ordered[ordered["stage"] == 0]
+    dense_p50 = dense["latency_p50_ms"].iloc[0] if len(dense) else None
+    dense_p90 = dense["latency_p90_ms"].iloc[0] if len(dense) and "latency_p90_ms" in dense else None
+    for _, r in ordered.iterrows():
+        change = latency_change_text(r["speedup_pct"], r["latency_p50_ms"], r.get("latency_p90_ms"), dense_p50,
+                                     dense_p90, dense=int(r["stage"]) == 0)
         lines.append(f"{int(r['stage']):>5} {float(r['rate']):>5.2f} {_fmt(r['val_metric'], '.4f'):>14} "
                      f"{_fmt(r['test_metric'], '.4f'):>8} {_fmt(r['latency_p50_ms'], '.3f'):>11} "
-                     f"{_fmt(r['speedup_pct'], '+.1f'):>10} {'-' if r['params'] is None else int(r['params']):>10} "
+                     f"{change:>12} {'-' if r['params'] is None else int(r['params']):>10} "
                      f"{_fmt(r['param_reduction_pct'], '.1f'):>12} {str(r['best_trial_id'] or '-'):>10}")
+    if protocol:
+        lines.append(protocol)
     return "\n".join(lines)
 
 
