@@ -32,6 +32,7 @@ class SearchView:
         self.stage, self.rate, self.n_trials = 0, 0.0, 0
         self.running, self.done, self.failed = set(), set(), set()
         self.best: dict | None = None
+        self.dense: dict | None = None  # stage 0's row: the reference of "within noise"
         self.stage_times: list[float] = []
         self.stage_t0 = time.time()
         self._live = None
@@ -81,13 +82,21 @@ class SearchView:
         self._emit(self.status_line() + f"  ({trial} {event}{'' if val_metric is None else ' val ' + _fmt(val_metric, '.4f')})")
 
     def stage_finished(self, k: int, row: dict) -> None:
+        from orchestrator.latency_noise import latency_change_text
+
         if k > 0:
             self.stage_times.append(time.time() - self.stage_t0)
+        else:
+            self.dense = row
         if self.best is None or k > 0:
             self.best = row
+        dense = self.dense or {}
+        change = latency_change_text(row.get("speedup_pct"), row.get("latency_p50_ms"), row.get("latency_p90_ms"),
+                                     dense.get("latency_p50_ms"), dense.get("latency_p90_ms"), dense=k == 0)
+        change += "" if change in ("-", "within noise") else " %"
         self._emit(f"[{self.elapsed()}] stage {k} done: best {row.get('best_trial_id')} "
                    f"val {_fmt(row.get('val_metric'), '.4f')} test {_fmt(row.get('test_metric'), '.4f')} "
-                   f"latency {_fmt(row.get('latency_p50_ms'), '.3f')} ms ({_fmt(row.get('speedup_pct'), '+.1f')} %) "
+                   f"latency {_fmt(row.get('latency_p50_ms'), '.3f')} ms (speedup {change}) "
                    f"params {row.get('params')}; ETA {self.eta()}")
 
     def note(self, text: str) -> None:

@@ -74,3 +74,21 @@ def test_report_counts_params_without_the_token_embedding(tmp_path):
     embedding = spec["d_input"] * spec["d_model"]
     assert (table["params"] - table["params_no_embedding"] == embedding).all()
     assert "params w/o token embedding" in display_table(table).columns
+
+
+def test_stage_done_line_says_within_noise_too():
+    import io
+
+    from orchestrator.view import SearchView
+
+    out = io.StringIO()
+    view = SearchView(n_stages=2, live=False, stream=out)
+    view.stage_finished(0, {"best_trial_id": "baseline", "latency_p50_ms": 0.72, "latency_p90_ms": 0.75,
+                            "speedup_pct": 0.0})
+    view.stage_finished(1, {"best_trial_id": "seed-7", "latency_p50_ms": 0.70, "latency_p90_ms": 0.80,
+                            "speedup_pct": 2.8})
+    view.stage_finished(2, {"best_trial_id": "seed-7", "latency_p50_ms": 0.40, "latency_p90_ms": 0.41,
+                            "speedup_pct": 44.4})
+    lines = out.getvalue().splitlines()
+    assert "(speedup +0.0 %)" in lines[0] and f"(speedup {WITHIN_NOISE})" in lines[1]
+    assert "(speedup +44.4 %)" in lines[2]
