@@ -3,8 +3,8 @@
 (a) runs each trial's work (allocate, select, compact, fine-tune with a checkpoint per epoch,
 evaluate) in a plain loop; (b) runs them with the real trainable `workers.trial.run_trial` as one
 Tune stage with 2 concurrent trials (embedded Ray already started, MLflow on sqlite written by the
-driver's `TrialTracking` callback), timed from `_tuner(...).fit()` to the end of the stage's trial
-MLflow writes (`track_stage_trials`). Prints the wall-clock ratio (b)/(a) and the per-trial overhead
+driver's `TrialTracking`), timed from `tune_stage.tuner(...).fit()` to the end of the stage's trial
+MLflow writes (`tune_callback.flush`). Prints the wall-clock ratio (b)/(a) and the per-trial overhead
 = ((b) - (a)/2) / (S/2): the extra wall time each of the S/2 trial slots costs beyond ideal 2-way
 parallelism. (a) runs first and again last, and their mean is used: this VM's speed drifts by a few
 % over minutes, which would otherwise count against (b) (the first-(a)-only figure is printed too).
@@ -131,17 +131,20 @@ def main() -> None:
     import torch
 
     from orchestrator.baseline import build_model, prepare_data
-    from orchestrator.driver import (SearchContext, _trial_rows, _tuner, create_search, read_meta, start_ray,
-                                     trial_context)
-    from orchestrator.trial_tracking import track_stage_trials
-    from orchestrator.tracking import Tracker
-    from orchestrator.view import SearchView, ViewCallback
-    from orchestrator.warm_workers import wait_for_idle_workers
+    from orchestrator.search.context import SearchContext
+    from orchestrator.search.create import create_search
+    from orchestrator.search.folder import SearchFolder
+    from orchestrator.search.rate_stage import trial_context, tune_storage
+    from orchestrator.search.ray_runtime import start_ray, wait_for_idle_workers
+    from orchestrator.search.tune_stage import tuner
+    from orchestrator.search.view import SearchView
+    from orchestrator.tracking.client import Tracker
+    from orchestrator.tracking.tune_callback import flush, prepare
     from search_spaces.config import SearchConfig
     from workers.checkpoint import save_checkpoint
     from workers.pruning import compact
     from workers.training import evaluate, fit
-    from workers.trial import choose_kept
+    from workers.candidate import choose_kept
 
     tmp = Path(args.out or tempfile.mkdtemp(prefix="s4op-bench-"))
     seeds = [7, 42, 123, 2024, 31650, 11, 13, 17][: args.trials]
@@ -158,10 +161,16 @@ def main() -> None:
     parent = save_checkpoint(build_model(cfg, splits.info), tmp / "parent", task="listops", data_fingerprint=fp)
     search_dir, lock = create_search(cfg, storage=tmp / "runs")
     ft = cfg.search.finetune
+    meta = SearchFolder(search_dir).read_meta()
+    tracker = Tracker(meta["tracking_uri"])
+    exp = tracker.open_experiment("bench")
+    ctx = SearchContext(SearchFolder(search_dir), cfg, "bench", meta["tracking_uri"], tracker, exp, None,
+                        view=SearchView(n_stages=1, live=False), splits=splits, fingerprint=fp)
+    trial_ctx = trial_context(ctx, 1, 0.5, str(parent), None)
+    ctx_plain = trial_ctx
 
     # (a) sequential, one process, 1 thread per trial, same per-epoch checkpoint work
     torch.set_num_threads(1)
-    ctx_plain = {"config": cfg.model_dump(mode="json"), "rate": 0.5}
     def plain_trial(seed: int, folder: Path) -> tuple[float, float]:
         """One trial's work without Ray or MLflow; returns (trial seconds, fit seconds)."""
         from workers.checkpoint import load_checkpoint
@@ -207,20 +216,15 @@ def main() -> None:
     fit_a2 = [f for _, f in results_a2]
 
     # (b) a Tune stage with 2 concurrent trials (real trainable, MLflow on sqlite)
-    meta = read_meta(search_dir)
-    tracker = Tracker(meta["tracking_uri"])
-    exp = tracker.open_experiment("bench")
-    ctx = SearchContext(search_dir, cfg, "bench", meta["tracking_uri"], tracker, exp, None, splits=splits,
-                        fingerprint=fp, view=SearchView(n_stages=1, live=False))
     ctx.ray = start_ray("local", num_cpus=2)
     if not wait_for_idle_workers(2):  # Ray up, its idle workers warm: as in a search once its stage 0 is done
         print("note: Ray's idle workers had not settled after 60 s")
-    trial_ctx = trial_context(ctx, 1, 0.5, str(parent), None, 1.0)
+    prepare(ctx.tracking_uri, str(search_dir), cfg.model_dump(mode="json"), {})
     cpu_before = ray_cpu_seconds()
     t0, fit_start = time.perf_counter(), time.time()
-    grid = _tuner(ctx, 1, trial_ctx, ViewCallback()).fit()
+    grid = tuner(cfg, 1, trial_ctx, tune_storage(ctx, 1), ctx.ray.total_cpus).fit()
     fit_end = time.time()
-    track_stage_trials(tracker, trial_ctx, _trial_rows(ctx, 1, 0.5, trial_ctx, grid))  # the trials' MLflow writes
+    flush()  # the trials' MLflow writes
     wall_b = time.perf_counter() - t0
     cpu_after = ray_cpu_seconds()
     ok = sum(1 for r in grid if (r.metrics or {}).get("final"))

@@ -31,8 +31,8 @@ def paired_bootstrap(correct: dict, reference: str, *, resamples: int = 2000, se
 
 
 def main() -> None:
-    from orchestrator.driver import CONFIG_NAME
-    from orchestrator.report import load_search
+    from orchestrator.search.folder import CONFIG_NAME
+    from orchestrator.reports.table import load_search
     from search_spaces.config import load_search_config
     from workers.checkpoint import load_checkpoint
     from workers.data import load_task

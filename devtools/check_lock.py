@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import sys
+import sysconfig
 from importlib import metadata
 from pathlib import Path
 
@@ -31,8 +32,10 @@ def locked_versions(lock_text: str) -> dict[str, str]:
 
 
 def installed_versions() -> dict[str, str]:
-    """{normalised name: version} of every distribution in this interpreter's environment."""
-    return {normalise(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    """{normalised name: version} of every distribution installed in this environment's site-packages
+    (not whatever else is on sys.path at the moment: Ray, once imported, adds its vendored packages)."""
+    paths = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    return {normalise(d.metadata["Name"]): d.version for d in metadata.distributions(path=paths)}
 
 
 def lock_differences(locked: dict[str, str], installed: dict[str, str]) -> list[str]:

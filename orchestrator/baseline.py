@@ -12,21 +12,11 @@ checkpoint files as artifacts. Without a tracking URI the store is `sqlite:///<o
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from pathlib import Path
 from typing import Any
 
-from search_spaces.errors import S4opError
-
-EXPERIMENT = "s4op-train"
-MAX_PARAM_LEN = 6000  # MLflow's limit on one param value
-
-
-def default_tracking_uri(out_dir: str | os.PathLike) -> str:
-    """The default store: an absolute sqlite file in the output folder."""
-    return f"sqlite:///{Path(out_dir).resolve() / 'mlflow.db'}"
 
 
 def prepare_data(cfg) -> tuple[Any, str]:
@@ -38,7 +28,8 @@ def prepare_data(cfg) -> tuple[Any, str]:
     if gen is not None and not (data_dir.is_dir() and any(data_dir.iterdir())):
         generate_task(cfg.task.name, data_dir, size={"train": gen.train, "val": gen.val, "test": gen.test},
                       seed=gen.seed, options=dict(gen.options))
-    splits = load_task(cfg.task.name, data_dir, max_len=cfg.task.max_len, val_fraction=cfg.task.val_fraction)
+    splits = load_task(cfg.task.name, data_dir, max_len=cfg.task.max_len, val_fraction=cfg.task.val_fraction,
+                       loader=cfg.task.loader, metric=cfg.task.metric)
     data_fp = fingerprint(data_dir)
     say_truncation_once(splits, data_fp)
     return splits, data_fp
@@ -114,7 +105,9 @@ def train_baseline(cfg, out_dir: str | os.PathLike, *, tracking_uri: str | None 
                   f"majority val {info.metric} {majority:.3f}; data {data_s:.1f}s)")
     console.print(f"majority = {MAJORITY_BASELINE}")
 
-    tracker = _Run(tracking_uri or default_tracking_uri(out_dir), out_dir, parent_run_id,
+    from orchestrator.tracking.baseline_run import BaselineRun
+
+    tracker = BaselineRun(tracking_uri, out_dir, parent_run_id,
                    name=f"{cfg.name}-baseline", key=run_key)
     tracker.start(params={**flatten(cfg.model_dump(mode="json")), "model.params": n_params},
                   tags={"s4op.kind": "baseline", "s4op.config": cfg.name, "s4op.task": info.name,
@@ -154,85 +147,3 @@ def train_baseline(cfg, out_dir: str | os.PathLike, *, tracking_uri: str | None 
                   f"best epoch {result.best_epoch}/{result.epochs_run}{stop}, {result.elapsed_s:.1f}s")
     console.print(f"checkpoint: {checkpoint}")
     return Path(checkpoint)
-
-
-class _Run:
-    """One MLflow run through an explicit client (no global active run, safe inside a driver)."""
-
-    def __init__(self, uri: str, out_dir: Path, parent_run_id: str | None, *, name: str, key: str | None = None):
-        self.uri, self.out_dir, self.parent_run_id, self.name, self.key = uri, out_dir, parent_run_id, name, key
-        self.run_id: str | None = None
-        self.client = None
-
-    def start(self, *, params: dict, tags: dict) -> None:
-        for name in ("alembic", "mlflow.store.db.utils"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-        from mlflow.tracking import MlflowClient
-
-        try:
-            self.client = MlflowClient(tracking_uri=self.uri)
-            if self.parent_run_id:
-                experiment_id = self.client.get_run(self.parent_run_id).info.experiment_id
-            else:
-                experiment_id = self._experiment()
-            tags = {**tags, "mlflow.runName": self.name}
-            run = None
-            if self.parent_run_id:
-                tags["mlflow.parentRunId"] = self.parent_run_id
-            if self.key:  # inside a search: found-or-created, so a resumed search reuses it
-                from orchestrator.tracking import KEY_TAG
-
-                tags[KEY_TAG] = self.key
-                found = self.client.search_runs([experiment_id], f"tags.`{KEY_TAG}` = '{tags[KEY_TAG]}'",
-                                                max_results=1)
-                run = found[0] if found else None
-            if run is None:
-                run = self.client.create_run(experiment_id, run_name=self.name, tags=tags)
-        except S4opError:
-            raise
-        except Exception as exc:  # unreachable server, unwritable sqlite file, unknown parent
-            from search_spaces.errors import ConfigError
-
-            raise ConfigError(f"MLflow tracking URI {self.uri}: cannot start a run "
-                              f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
-        self.run_id = run.info.run_id
-        from mlflow.entities import Param
-
-        items = [Param(k, _param_value(v)) for k, v in params.items()]
-        for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-            self.client.log_batch(self.run_id, params=items[i : i + 100])
-
-    def _experiment(self) -> str:
-        found = self.client.get_experiment_by_name(EXPERIMENT)
-        if found is not None:
-            return found.experiment_id
-        location = None
-        if self.uri.startswith("sqlite:///"):
-            location = (Path(self.uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
-        try:
-            return self.client.create_experiment(EXPERIMENT, artifact_location=location)
-        except Exception:  # created meanwhile by another process
-            found = self.client.get_experiment_by_name(EXPERIMENT)
-            if found is None:
-                raise
-            return found.experiment_id
-
-    def metrics(self, values: dict[str, float], step: int = 0) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in values.items()]
-        self.client.log_batch(self.run_id, metrics=batch)
-
-    def artifacts(self, checkpoint: Path) -> None:
-        for name in ("model.json", "model.safetensors"):
-            self.client.log_artifact(self.run_id, str(checkpoint / name), "checkpoint")
-
-    def end(self, status: str) -> None:
-        if self.client is not None and self.run_id is not None:
-            self.client.set_terminated(self.run_id, status)
-
-
-def _param_value(v: Any) -> str:
-    text = "null" if v is None else str(v)
-    return text if len(text) <= MAX_PARAM_LEN else text[: MAX_PARAM_LEN - 3] + "..."

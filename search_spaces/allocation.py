@@ -17,6 +17,9 @@ that are pruned at rate r, counted against the original H channels; a search pru
   and skipping layers already at H - 1 (so a higher rate only adds channels).
 - layer-wise: one layer (`layer=`) fully deactivated (all H pruned; the rate is ignored): the
   ablation of Table I, the only policy that may empty a layer.
+
+Each policy is a function registered in `policies.ALLOCATION` under its config name
+(`search.allocation.policy`); `allocate` looks the name up.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ import random as _random
 from dataclasses import dataclass
 
 from search_spaces.errors import ConfigError
+from search_spaces.policies import ALLOCATION
 
-POLICIES = ("depth-aware", "uniform", "random", "layer-wise")
 MONOTONE_SWEEP_LIMIT = 1 << 14  # largest n * H for which depth-aware is made monotone
 _TABLES: dict[tuple[int, int, float], list[tuple[int, ...]]] = {}  # (n, H, base) -> counts per T
 
@@ -54,22 +57,53 @@ def allocate(policy: str, rate: float, n_layers: int, channels: int, *, base: fl
 def allocate_report(policy: str, rate: float, n_layers: int, channels: int, *, base: float = 2.0,
                     seed: int | None = None, layer: int | None = None) -> Allocation:
     """Like `allocate`, with the target and the total actually reached."""
-    _check(policy, rate, n_layers, channels, base)
-    target = int(round(rate * channels * n_layers))
-    if policy == "depth-aware":
-        pruned = depth_aware(target, n_layers, channels, base=base)
-    elif policy == "uniform":
-        pruned = [min(int(round(rate * channels)), channels - 1)] * n_layers
-    elif policy == "random":
-        pruned = random_placement(target, n_layers, channels, seed=0 if seed is None else seed)
-    else:
-        if layer is None or isinstance(layer, bool) or not 0 <= int(layer) < n_layers:
-            raise ConfigError(f"allocation layer={layer!r} must name a layer in 0..{n_layers - 1} "
-                              f"for policy layer-wise")
-        pruned = [0] * n_layers
-        pruned[int(layer)] = channels
-        target = channels
+    fn = ALLOCATION.get(policy)
+    _check(rate, n_layers, channels, base)
+    return fn(rate, n_layers, channels, base=base, seed=seed, layer=layer)
+
+
+def _target(rate: float, n_layers: int, channels: int) -> int:
+    """T = round(r * H * n), the channels the rate asks for over all layers."""
+    return int(round(rate * channels * n_layers))
+
+
+def _report(pruned: list[int], target: int) -> Allocation:
     return Allocation(pruned=pruned, target=target, reached=sum(pruned))
+
+
+@ALLOCATION.register("depth-aware")
+def depth_aware_policy(rate: float, n_layers: int, channels: int, *, base: float = 2.0,
+                       seed: int | None = None, layer: int | None = None) -> Allocation:
+    """Algorithm 1 (made monotone): deeper layers lose more, weights base^i."""
+    target = _target(rate, n_layers, channels)
+    return _report(depth_aware(target, n_layers, channels, base=base), target)
+
+
+@ALLOCATION.register("uniform")
+def uniform_policy(rate: float, n_layers: int, channels: int, *, base: float = 2.0,
+                   seed: int | None = None, layer: int | None = None) -> Allocation:
+    """round(r * H) in every layer, capped at H - 1."""
+    return _report([min(int(round(rate * channels)), channels - 1)] * n_layers, _target(rate, n_layers, channels))
+
+
+@ALLOCATION.register("random")
+def random_policy(rate: float, n_layers: int, channels: int, *, base: float = 2.0,
+                  seed: int | None = None, layer: int | None = None) -> Allocation:
+    """T channels placed by one seeded permutation of the n * H slots (seed None is seed 0)."""
+    target = _target(rate, n_layers, channels)
+    return _report(random_placement(target, n_layers, channels, seed=0 if seed is None else seed), target)
+
+
+@ALLOCATION.register("layer-wise")
+def layer_wise_policy(rate: float, n_layers: int, channels: int, *, base: float = 2.0,
+                      seed: int | None = None, layer: int | None = None) -> Allocation:
+    """Every channel of layer `layer` pruned, the rate ignored (Table I's ablation)."""
+    if layer is None or isinstance(layer, bool) or not 0 <= int(layer) < n_layers:
+        raise ConfigError(f"allocation layer={layer!r} must name a layer in 0..{n_layers - 1} "
+                          f"for policy layer-wise")
+    pruned = [0] * n_layers
+    pruned[int(layer)] = channels
+    return _report(pruned, channels)
 
 
 def depth_aware(target: int, n_layers: int, channels: int, *, base: float = 2.0) -> list[int]:
@@ -180,9 +214,7 @@ def random_placement(target: int, n_layers: int, channels: int, *, seed: int) ->
     return pruned
 
 
-def _check(policy: str, rate: float, n_layers: int, channels: int, base: float) -> None:
-    if policy not in POLICIES:
-        raise ConfigError(f"allocation policy={policy!r} must be one of {', '.join(POLICIES)}")
+def _check(rate: float, n_layers: int, channels: int, base: float) -> None:
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
         raise ConfigError(f"allocation rate={rate!r} must be a number in [0, 1]")
     for key, value in (("n_layers", n_layers), ("channels", channels)):

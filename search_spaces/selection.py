@@ -8,6 +8,9 @@ still kept can go, so incremental stages nest; a layer that already keeps fewer 
 - importance (after LAST): the lowest-scoring channels go first (ties: lower index first).
 - mixed: a seeded sample among the `candidates` x count lowest-scoring channels, so seeds still
   explore while obviously important channels stay.
+
+Each policy is a function registered in `policies.SELECTION` under its config name
+(`search.selection.policy`), with `needs_scores`; `select` looks the name up.
 """
 
 from __future__ import annotations
@@ -17,9 +20,7 @@ import random as _random
 from typing import Optional, Sequence, Union
 
 from search_spaces.errors import ConfigError
-from search_spaces.importance import energy_scores, hinf_scores, normalise_layerwise  # noqa: F401 (public API)
-
-POLICIES = ("random", "importance", "mixed")
+from search_spaces.policies import SELECTION
 
 
 def n_to_prune(counts: Sequence[int], kept: Sequence[Sequence[int]], channels: Union[int, Sequence[int]]) -> list[int]:
@@ -37,13 +38,13 @@ def select(policy: str, counts: Sequence[int], kept: Sequence[Sequence[int]], *,
     layer; channels: H (int, same for every layer) or H_i per layer; scores: per layer, aligned
     with `kept` (required by importance and mixed); candidates: the mixed pool size factor.
     """
-    if policy not in POLICIES:
-        raise ConfigError(f"selection policy={policy!r} must be one of {', '.join(POLICIES)}")
+    pick = SELECTION.get(policy)
+    needs_scores = SELECTION.info(policy)["needs_scores"]
     given = [[int(c) for c in k] for k in kept]  # the caller's order: scores align with it
     kept = [sorted(k) for k in given]
     H = _channels_per_layer(channels, len(kept))
     _check(counts, kept, H)
-    if policy != "random":
+    if needs_scores:
         if scores is None or len(scores) != len(kept):
             raise ConfigError(f"selection policy={policy!r} needs scores for each of the {len(kept)} layers")
         if not (isinstance(candidates, (int, float)) and not isinstance(candidates, bool) and candidates >= 1):
@@ -51,20 +52,32 @@ def select(policy: str, counts: Sequence[int], kept: Sequence[Sequence[int]], *,
     out = []
     for i, (k, n) in enumerate(zip(kept, n_to_prune(counts, kept, H))):
         rng = _random.Random(f"select-{policy}-{seed}-{i}")
-        if n == 0:
-            pruned: list[int] = []
-        elif policy == "random":
-            pruned = rng.sample(k, n)
-        else:
-            ranked = _rank_by_score(given[i], scores[i], i)  # channels, weakest first
-            if policy == "importance":
-                pruned = ranked[:n]
-            else:
-                pool = ranked[: min(len(k), max(n, math.ceil(candidates * n)))]
-                pruned = rng.sample(pool, n)
-        gone = set(pruned)
+        ranked = _rank_by_score(given[i], scores[i], i) if needs_scores and n else None  # weakest first
+        gone = set(pick(k, n, rng=rng, ranked=ranked, candidates=candidates)) if n else set()
         out.append([c for c in k if c not in gone])
     return out
+
+
+@SELECTION.register("random", needs_scores=False)
+def random_pick(kept: list[int], n: int, *, rng: _random.Random, ranked: Optional[list[int]],
+                candidates: float) -> list[int]:
+    """The paper: a seeded sample of n kept channels."""
+    return rng.sample(kept, n)
+
+
+@SELECTION.register("importance", needs_scores=True)
+def importance_pick(kept: list[int], n: int, *, rng: _random.Random, ranked: Optional[list[int]],
+                    candidates: float) -> list[int]:
+    """After LAST: the n lowest-scoring channels."""
+    return ranked[:n]
+
+
+@SELECTION.register("mixed", needs_scores=True)
+def mixed_pick(kept: list[int], n: int, *, rng: _random.Random, ranked: Optional[list[int]],
+               candidates: float) -> list[int]:
+    """A seeded sample of n among the ceil(candidates * n) lowest-scoring channels."""
+    pool = ranked[: min(len(kept), max(n, math.ceil(candidates * n)))]
+    return rng.sample(pool, n)
 
 
 def _rank_by_score(kept: list[int], scores: Sequence[float], layer: int) -> list[int]:

@@ -10,46 +10,31 @@ import tempfile
 import time
 from pathlib import Path
 
+from support import subprocess_env, tiny_search_config, write_config
+
 ROOT = Path(__file__).resolve().parents[1]
 S4OP = ROOT / ".venv" / "bin" / "s4op"
 
-TINY = """\
-name: {name}
-task:
-  name: listops
-  data_dir: {data}
-  max_len: 40
-  val_fraction: 0.2
-  generate: {{train: 100, val: 30, test: 30, seed: 0, options: {{min_len: 10, max_len: 40, max_depth: 3, max_args: 3}}}}
-model: {{kind: s4d, d_model: 16, n_layers: 2, d_state: 8}}
-baseline:
-  train: {{epochs: 1, batch_size: 25, lr: 0.003, weight_decay: 0.0, warmup_epochs: 0, grad_clip: 1.0, patience: 1, seed: 0}}
-search:
-  rates: {rates}
-  seeds: [7, 42]
-  tie_break: params
-  finetune: {{epochs: 1, lr: 1.0e-3, weight_decay: 0.0, patience: 1, batch_size: 25}}
-latency: {{batch_sizes: [1], threads: 1, repeats: 30, warmup: 5, device: cpu}}
-resources: {{cpu: 1, gpu: 0.0, max_concurrent: 2}}
-"""
 
 
 def tiny_config(folder: Path, name: str = "tiny", rates=(0.3, 0.5)) -> Path:
-    """A 2-layer d_model 16 S4D on 100 listops examples of length <= 40; 1 epoch everywhere."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.yaml"
-    path.write_text(TINY.format(name=name, data=folder / "data", rates=list(rates)))
-    return path
+    """`support.tiny_search_config` cut to 100 listops examples and 1 epoch everywhere."""
+    cfg = tiny_search_config(
+        folder / "data", name=name,
+        task={"generate": {"train": 100, "val": 30, "test": 30,
+                           "options": {"min_len": 10, "max_len": 40, "max_depth": 3, "max_args": 3}}},
+        baseline={"train": {"batch_size": 25, "grad_clip": 1.0}},
+        search={"rates": list(rates), "tie_break": "params",
+                "finetune": {"epochs": 1, "lr": 1.0e-3, "patience": 1, "batch_size": 25}},
+        latency={"warmup": 5, "device": "cpu"})
+    return write_config(folder / f"{name}.yaml", cfg)
 
 
 def search_env(tmp: Path, **extra: str) -> dict:
-    """Environment of a search subprocess: 2 CPUs, 1 thread each, Ray's files in a fresh /tmp/s4r* folder."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "S4OP_FAIL"))}
+    """`support.subprocess_env`, with Ray's files in a fresh /tmp/s4r* folder and MLflow failing fast."""
     ray_tmp = Path(tempfile.mkdtemp(prefix="s4r", dir="/tmp"))  # Ray's socket paths must stay < 108 bytes
-    env.update(S4OP_NUM_CPUS="2", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", RAY_TMPDIR=str(ray_tmp),
-               MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5", PYTHONUNBUFFERED="1")
-    env.update(extra)
-    return env
+    return subprocess_env(RAY_TMPDIR=str(ray_tmp), MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
+                          MLFLOW_HTTP_REQUEST_TIMEOUT="5", **extra)
 
 
 def start(args: list[str], env: dict, log: Path) -> subprocess.Popen:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator import ledger
+from orchestrator.search import ledger
 
 H, LAYERS = 8, 3
 

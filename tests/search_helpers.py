@@ -3,47 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
+from support import subprocess_env, tiny_search_config, write_config
+
 S4OP = [sys.executable, "-m", "orchestrator.cli"]
 
 
-def tiny_config(tmp: Path, data_dir: Path, *, rates=(0.2, 0.5, 0.8), seeds=(7, 42), epochs=2, extra: str = "") -> Path:
-    """A 2-layer H=16 S4D on ~160 generated ListOps examples of length <= 40."""
-    path = tmp / "tiny.yaml"
-    path.write_text(f"""
-name: tiny
-task:
-  name: listops
-  data_dir: {data_dir}
-  max_len: 40
-  val_fraction: 0.2
-  generate: {{train: 160, val: 60, test: 40, seed: 0, options: {{min_len: 5, max_len: 39, max_depth: 3, max_args: 4}}}}
-model: {{kind: s4d, d_model: 16, n_layers: 2, d_state: 8}}
-baseline:
-  train: {{epochs: 1, batch_size: 32, lr: 0.003, weight_decay: 0.0, warmup_epochs: 0, patience: 1, seed: 0}}
-search:
-  rates: {list(rates)}
-  seeds: {list(seeds)}
-  tie_break: none
-  finetune: {{epochs: {epochs}, lr: 3.0e-3, weight_decay: 0.0, patience: 5, batch_size: 32}}
-{extra}
-latency: {{batch_sizes: [1], threads: 1, repeats: 30, warmup: 2}}
-resources: {{cpu: 1, gpu: 0.0, max_concurrent: 2}}
-""")
-    return path
+def tiny_config(tmp: Path, data_dir: Path, *, rates=(0.2, 0.5, 0.8), seeds=(7, 42), epochs=2, **sections) -> Path:
+    """`support.tiny_search_config` (a 2-layer H=16 S4D on ~160 generated ListOps examples of length
+    <= 40) with these rates, seeds and fine-tune epochs, written to `tmp/tiny.yaml`."""
+    search = {"rates": list(rates), "seeds": list(seeds), "finetune": {"epochs": epochs}}
+    search.update(sections.pop("search", {}))
+    return write_config(tmp / "tiny.yaml", tiny_search_config(data_dir, search=search, **sections))
 
 
 def env() -> dict:
-    e = dict(os.environ)
-    e["S4OP_NUM_CPUS"] = "2"
-    e["PYTHONUNBUFFERED"] = "1"
-    e["RAY_AUTH_MODE"] = "disabled"
-    e["OMP_NUM_THREADS"] = "1"
-    return e
+    return subprocess_env()
 
 
 def s4op(*args, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:

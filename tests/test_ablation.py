@@ -7,20 +7,20 @@ import pandas as pd
 import pytest
 import torch
 
-from orchestrator.ablation import ablate_layers, bypass_layer
+from support import tiny_model
+
+from orchestrator.reports.ablation import ablate_layers, bypass_layer
 from orchestrator.cli import main
 from search_spaces.errors import ConfigError
 from workers.checkpoint import save_checkpoint
 from workers.data import generate_task, load_task
-from workers.models import ModelSpec, S4Model
-from workers.pruning import compact
 from workers.training import evaluate
 
 
 def _model(bypass="identity"):
-    torch.manual_seed(0)
-    spec = ModelSpec(kind="s4d", d_input=18, d_output=10, d_model=8, n_layers=3, d_state=4)
-    return compact(S4Model(spec, bypass=bypass).eval(), [[0, 1, 2, 5], list(range(8)), [3, 4]])
+    """A pruned 3-layer model for ListOps (18 tokens, 10 classes)."""
+    kept = [[0, 1, 2, 5], list(range(8)), [3, 4]]
+    return tiny_model(0, kept, bypass, d_input=18, d_output=10, n_layers=3).eval()
 
 
 def test_bypassed_layer_passes_its_input_and_leaves_the_others():

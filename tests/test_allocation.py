@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 
 from search_spaces.allocation import algorithm1, allocate, allocate_report, depth_aware
 from search_spaces.errors import ConfigError
-from search_spaces.schedules import linspace_rates, schedule, stage_rates
 
 shapes = st.tuples(st.integers(1, 10), st.integers(1, 96))  # (n_layers, H)
 rates = st.floats(0.0, 1.0, allow_nan=False)
@@ -121,16 +120,6 @@ def test_bad_arguments_raise_config_error(kwargs, message):
     with pytest.raises(ConfigError) as info:
         allocate(args.pop("policy"), args.pop("rate"), args.pop("n_layers"), args.pop("channels"), **args)
     assert message in str(info.value)
-
-
-def test_schedules():
-    assert schedule("paper") == [0.1, 0.3, 0.5, 0.7, 0.9]
-    assert linspace_rates(0.1, 0.9, 5) == [0.1, 0.3, 0.5, 0.7, 0.9]
-    assert stage_rates([0.3, 0.6]) == [(0, 0.0), (1, 0.3), (2, 0.6)]
-    with pytest.raises(ConfigError, match="schedule 'x' must be one of paper"):
-        schedule("x")
-    with pytest.raises(ConfigError, match="0 < start < stop < 1"):
-        linspace_rates(0.5, 0.2, 3)
 
 
 def test_depth_aware_differs_from_algorithm1_only_as_documented():

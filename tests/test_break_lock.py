@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from orchestrator.cli import main
-from orchestrator.lock import acquire_lock, acquire_uri_lock, lock_path, read_lock, read_uri_lock
+from orchestrator.search.lock import acquire_lock, acquire_uri_lock, lock_path, read_lock, read_uri_lock
 from s3_helpers import moto_s3
 from test_hardening_lock import search_dir  # noqa: F401 - fixture: a folder with a search.json
 from search_spaces.errors import SearchStateError
@@ -191,7 +191,7 @@ def test_checkpoint_round_trip_through_s3(s3, tmp_path):
 
 
 def test_prunable_keys_keep_each_trials_last_checkpoint_and_what_the_ledger_names():
-    from orchestrator.disk import prunable_keys
+    from orchestrator.storage.disk import prunable_keys
 
     files = [(f"stages/stage-1/run_trial_a/checkpoint_00000{n}/{f}", 10) for n in (0, 1, 2) for f in ("m", "e")]
     files += [("stages/stage-1/run_trial_b/checkpoint_000004/m", 10), ("stages/stage-2/run_trial_c/checkpoint_000000/m", 1),
@@ -205,7 +205,7 @@ def test_prunable_keys_keep_each_trials_last_checkpoint_and_what_the_ledger_name
 
 def test_default_mlflow_store_with_s3_storage_on_a_multi_node_cluster_is_refused(monkeypatch):
     import cluster.storage
-    from orchestrator.remote import check_tracking_reachable
+    from orchestrator.storage.work_copy import check_tracking_reachable
     from search_spaces.errors import ConfigError
 
     monkeypatch.setattr(cluster.storage, "cluster_node_count", lambda: 3)

@@ -20,7 +20,7 @@ SEED = 20261123
 
 
 def _selections(search_dir):
-    from orchestrator import ledger
+    from orchestrator.search import ledger
 
     stages = ledger.read_stages(search_dir).sort_values("stage")
     trials = ledger.read_trials(search_dir).sort_values(["stage", "trial_id"])
@@ -33,8 +33,8 @@ def _selections(search_dir):
 def _mlflow_keys(search_dir):
     from mlflow.tracking import MlflowClient
 
-    from orchestrator.driver import read_meta
-    from orchestrator.tracking import KEY_TAG
+    from orchestrator.search.folder import read_meta
+    from orchestrator.tracking.client import KEY_TAG
 
     meta = read_meta(search_dir)
     client = MlflowClient(tracking_uri=meta["tracking_uri"])
@@ -54,7 +54,7 @@ def _wait_progress(log, seen: int, proc, timeout: float = 300) -> None:
 
 
 def _phase(search_dir) -> str:
-    from orchestrator import ledger
+    from orchestrator.search import ledger
 
     try:
         done = ledger.completed_stages(search_dir)
@@ -127,7 +127,7 @@ def test_driver_killed_five_times_resumes_to_the_same_ledger(tmp_path):
     assert expected <= set(keys)
 
     # an altered parent (stage 1's best) is refused at resume, naming the file; nothing overwritten
-    from orchestrator import ledger
+    from orchestrator.search import ledger
 
     stage_rows = ledger.read_stages(search_dir)
     ledger.write_stage(search_dir, {**stage_rows.loc[stage_rows["stage"] == 2].iloc[0].to_dict(),

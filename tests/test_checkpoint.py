@@ -6,6 +6,8 @@ import pickle
 import pytest
 import torch
 
+from support import tiny_model
+
 from search_spaces.errors import CheckpointError
 from workers.checkpoint import checkpoint_sha256, load_checkpoint, save_checkpoint
 from workers.models import ModelSpec, S4Model
@@ -16,9 +18,7 @@ KEPT = [[1, 3], [0, 1, 2, 3, 4, 5], [5]]
 
 
 def _model(bypass="zero"):
-    torch.manual_seed(0)
-    spec = ModelSpec(d_input=6, d_output=3, d_model=6, n_layers=3, d_state=4, trainable_B=True)
-    model = S4Model(spec)
+    model = tiny_model(0, d_input=6, d_model=6, n_layers=3, trainable_B=True)
     model.train()
     model(torch.randint(1, 6, (4, 12)))  # BatchNorm running statistics are part of the checkpoint
     return compact(model, KEPT, bypass).eval()

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support import tiny_search_config
 
 from cluster.local import (
     client_env,
@@ -40,23 +41,20 @@ EPOCHS = 12  # with reused warm workers an epoch takes ~0.3-0.6 s: keep the kill
 
 
 def tiny_config(data_dir: Path, name: str, seeds=(7, 42)) -> dict:
-    """A search small enough for 2 shared cores, with epochs long enough to kill one mid-way."""
-    return {
-        "name": name,
-        "task": {"name": "listops", "data_dir": str(data_dir), "max_len": 96, "val_fraction": 0.2,
-                 "generate": {"train": 1200, "val": 60, "test": 60, "seed": 0,
-                              "options": {"min_len": 30, "max_len": 90, "max_depth": 4, "max_args": 4}}},
-        "model": {"kind": "s4d", "d_model": 32, "n_layers": 2, "d_state": 16, "dropout": 0.0,
-                  "norm": "batch", "prenorm": False, "bidirectional": False, "pool": "mean"},
-        "baseline": {"checkpoint": None,
-                     "train": {"epochs": 1, "batch_size": 50, "lr": 0.003, "weight_decay": 0.01,
-                               "warmup_epochs": 0, "grad_clip": 1.0, "patience": 3, "seed": 0}},
-        "search": {"rates": [0.5], "seeds": list(seeds), "mode": "incremental",
-                   "finetune": {"epochs": EPOCHS, "lr": 1.0e-3, "weight_decay": 1.0e-5,
-                                "patience": EPOCHS, "batch_size": 50}},
-        "latency": {"batch_sizes": [1], "threads": 1, "repeats": 30, "warmup": 5, "device": "cpu"},
-        "resources": {"cpu": 1, "gpu": 0.0, "max_concurrent": len(seeds)},
-    }
+    """`support.tiny_search_config` grown so that epochs last long enough to kill a node mid-way."""
+    return tiny_search_config(
+        data_dir, name=name,
+        task={"max_len": 96, "generate": {"train": 1200, "val": 60, "test": 60,
+                                          "options": {"min_len": 30, "max_len": 90, "max_depth": 4, "max_args": 4}}},
+        model={"d_model": 32, "d_state": 16, "dropout": 0.0, "norm": "batch", "prenorm": False,
+               "bidirectional": False, "pool": "mean"},
+        baseline={"checkpoint": None, "train": {"batch_size": 50, "weight_decay": 0.01, "grad_clip": 1.0,
+                                                "patience": 3}},
+        search={"rates": [0.5], "seeds": list(seeds), "mode": "incremental", "tie_break": "latency",
+                "finetune": {"epochs": EPOCHS, "lr": 1.0e-3, "weight_decay": 1.0e-5, "patience": EPOCHS,
+                             "batch_size": 50}},
+        latency={"warmup": 5, "device": "cpu"},
+        resources={"max_concurrent": len(seeds)})
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +180,7 @@ def _wait(pred, timeout: float, what: str, driver: Driver, poll: float = 0.1):
 def _check_ledger_and_mlflow(search_dir: Path, seeds) -> None:
     import mlflow
 
-    from orchestrator import ledger
+    from orchestrator.search import ledger
 
     trials = ledger.read_trials(search_dir)
     stage1 = trials.loc[trials["stage"] == 1]
@@ -217,12 +215,12 @@ def test_killing_a_worker_node_mid_trial_resumes_the_trial_elsewhere(cluster, dr
     stage_dir = storage / "node-loss" / "stages" / "stage-1"
     workers = {n.pid: n for n in state.workers}
 
-    # a running trial whose epoch checkpoint the driver has recorded, with epochs still to go
+    # a running trial whose epoch checkpoint the driver has recorded, with half its epochs still to go
     def victim():
         snap = _snapshot_epochs(stage_dir)
         for start in _starts(stage_dir):
             done = _checkpoint_epochs(stage_dir, start["seed"])
-            if snap.get(start["seed"], 0) >= 1 and done and max(done) < EPOCHS - 1:
+            if snap.get(start["seed"], 0) >= 1 and done and max(done) < EPOCHS // 2:
                 return start, max(done)
         return None
 
@@ -243,10 +241,13 @@ def test_killing_a_worker_node_mid_trial_resumes_the_trial_elsewhere(cluster, dr
     running_again_s = time.time() - killed_at
     assert again["pid"] != start["pid"]
     assert again["from_epoch"] >= 1  # continued from a checkpoint, not from scratch
-    try:  # while it runs, it is on one of the surviving worker nodes
-        assert os.getsid(again["pid"]) in set(workers) - {node.pid}
+    # it runs on one of the surviving worker nodes (the victim had >= EPOCHS/2 epochs to go, seconds
+    # of work, so the restarted process is alive when its start line appears)
+    try:
+        session = os.getsid(again["pid"])
     except ProcessLookupError:
-        pass
+        pytest.fail(f"the restarted trial (pid {again['pid']}) ended before its node could be checked")
+    assert session in set(workers) - {node.pid}, "the killed trial restarted outside the surviving worker nodes"
 
     assert driver.wait(240) == 0, driver.tail()
     search_dir = storage / "node-loss"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -255,13 +256,15 @@ def test_fuzz_mutated_text_and_overrides_load_or_raise_config_error(pos, cut, in
             assert "\n" not in str(exc)
 
 
-def test_yaml_tags_and_aliases_are_config_errors():
-    for text in ["!!python/object:os.system {}", "a: &x [*x]", "name: !!binary aGVsbG8=\ntask: {name: listops, data_dir: x}",
-                 "name: t\ntask: {name: listops, data_dir: 2020-01-01}"]:
-        try:
-            config_from_yaml(text)
-        except ConfigError:
-            pass
+@pytest.mark.parametrize("text, message", [
+    ("!!python/object:os.system {}", "not valid YAML at line 1, column 1: could not determine a constructor"),
+    ("a: &x [*x]", "missing key 'name'"),
+    ("name: !!binary aGVsbG8=\ntask: {name: listops, data_dir: x}", "name=b'hello' must be a valid string"),
+    ("name: t\ntask: {name: listops, data_dir: 2020-01-01}", "task.data_dir=datetime.date(2020, 1, 1) must be a path"),
+])
+def test_yaml_tags_and_aliases_are_config_errors(text, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config_from_yaml(text)
 
 
 @pytest.mark.parametrize("task", [t if t != "ecg" else pytest.param(t, marks=pytest.mark.slow) for t in TASKS])
@@ -299,3 +302,11 @@ def test_paper_presets_build_the_papers_parameter_count(preset, d_input, d_outpu
     cfg = load_search_config(preset)
     model = S4Model(ModelSpec.from_dict(cfg.model.to_spec_dict(d_input, d_output, "tokens")))
     assert count_parameters(model) == params
+
+
+def test_ssm_lr_is_the_authors_default_unless_given():
+    cfg = config_from_yaml(MINIMAL)
+    assert cfg.model.ssm_lr is None  # the S4 authors' default, min(0.001, the run's lr)
+    spec = config_from_yaml(MINIMAL, overrides=["model.ssm_lr=0.01"]).model.to_spec_dict(3, 2, "tokens")
+    assert spec["ssm_lr"] == 0.01  # used as given: no cap
+    assert _error(MINIMAL, ["model.ssm_lr=0"]) == "model.ssm_lr=0 must be greater than 0"

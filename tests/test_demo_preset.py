@@ -19,8 +19,8 @@ PRESET = "demo-listops-s4d"
 
 def check_demo_search(search_dir: Path) -> dict:
     """The three numbers of the demo's Table II, asserted; returns them."""
-    from orchestrator.driver import CONFIG_NAME
-    from orchestrator.report import load_search, table_ii
+    from orchestrator.search.folder import CONFIG_NAME
+    from orchestrator.reports.table import load_search, table_ii
     from search_spaces.config import load_search_config
     from workers.data import load_task
     from workers.metrics import majority_baseline

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from orchestrator import ledger
-from orchestrator.selection_rule import choose_best
+from orchestrator.search import ledger
+from search_spaces.best_trial import choose_best
 from search_helpers import S4OP, env, mlflow_runs, s4op, starts, tiny_config
 
 pytestmark = pytest.mark.slow
@@ -66,6 +66,13 @@ def test_three_stage_two_seed_search_completes(uninterrupted):
             assert trial.data.params["seed"] == str(seed)
 
 
+def _checkpoint_recorded(stage_dir) -> bool:
+    """A trial's epoch checkpoint exists and Tune's experiment state was saved after it."""
+    checkpoints = [p.stat().st_mtime for p in stage_dir.glob("run_trial_*/checkpoint_*")]
+    states = [p.stat().st_mtime for p in stage_dir.glob("experiment_state-*.json")]
+    return bool(checkpoints and states) and max(states) > min(checkpoints)
+
+
 def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, data_dir, uninterrupted):
     reference, _ = uninterrupted
     cfg = tiny_config(tmp_path, data_dir)
@@ -77,10 +84,10 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, data_
         while not starts(search_dir, 2) and time.time() < deadline and proc.poll() is None:
             time.sleep(0.5)
         assert starts(search_dir, 2), "stage 2 never started"
-        # kill once a stage-2 trial has an epoch checkpoint (so it resumes mid-way), or after 45 s
-        until = time.time() + 45
-        while time.time() < until and not list((search_dir / "stages" / "stage-2").glob("run_trial_*/checkpoint_*")):
-            time.sleep(0.1)
+        # kill once Tune's saved state names a stage-2 trial's epoch checkpoint (so that trial resumes mid-way)
+        while time.time() < deadline and proc.poll() is None and not _checkpoint_recorded(search_dir / "stages" / "stage-2"):
+            time.sleep(0.05)
+        assert _checkpoint_recorded(search_dir / "stages" / "stage-2"), "no stage-2 checkpoint recorded before the kill"
         os.kill(proc.pid, signal.SIGKILL)  # the driver dies mid-stage 2 ...
         proc.wait()
     finally:
@@ -111,7 +118,8 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, data_
     for seed in (7, 42):
         mine = [s for s in after2 if s["seed"] == seed]
         assert 1 <= len(mine) <= 2 and not mine[0]["resumed"]
-    # a trial restarted with a checkpoint continues after its last finished epoch
+    # the trial whose checkpoint was recorded continued after its last finished epoch: mid-way
+    assert any(s["resumed"] and s["from_epoch"] >= 1 for s in after2), after2
     assert all(s["from_epoch"] >= 1 for s in after2 if s["resumed"])
     assert len(starts(search_dir, 3)) == 2
     runs = mlflow_runs(search_dir)

@@ -3,10 +3,11 @@
 import io
 
 import numpy as np
-import pandas as pd
 
-from orchestrator.stage_latency import latency_examples, measure_stage
-from orchestrator.view import SearchView, summary_table
+
+from orchestrator.search import ledger
+from orchestrator.search.stage_latency import latency_examples, measure_stage
+from orchestrator.search.view import SearchView, summary_table
 
 
 def test_latency_examples_cut_or_tile_the_split_to_each_batch_size():
@@ -53,11 +54,11 @@ def test_view_prints_progress_lines_and_the_table_ii_summary():
     text = out.getvalue()
     assert "stage 1 of 2: rate 0.3, 2 trials" in text
     assert "0 running, 1 done, 1 failed of 2" in text and "seed-7 done val 0.6100" in text
-    stages = pd.DataFrame([
+    stages = [ledger.stage_row(r) for r in (
         {"stage": 0, "rate": 0.0, "val_metric": 0.6, "test_metric": 0.59, "latency_p50_ms": 10.0,
          "speedup_pct": 0.0, "params": 1000, "param_reduction_pct": 0.0, "best_trial_id": "baseline"},
         {"stage": 1, "rate": 0.3, "val_metric": 0.58, "test_metric": 0.57, "latency_p50_ms": 7.5,
-         "speedup_pct": 25.0, "params": 800, "param_reduction_pct": 20.0, "best_trial_id": "seed-7"}])
+         "speedup_pct": 25.0, "params": 800, "param_reduction_pct": 20.0, "best_trial_id": "seed-7"})]
     table = summary_table(stages, metric_name="accuracy").splitlines()
     assert "latency ms" in table[0] and "speedup %" in table[0]
     assert table[3].split() == ["1", "0.30", "0.5800", "0.5700", "7.500", "+25.0", "800", "20.0", "seed-7"]

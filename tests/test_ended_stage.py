@@ -1,4 +1,4 @@
-"""`_ended_stage_results`: a stage whose every trial had finished before the driver died is read
+"""`tune_stage.ended_stage_results`: a stage whose every trial had finished before the driver died is read
 from Tune's experiment state (its restored searcher could wait forever); any other stage is not."""
 
 import os
@@ -10,14 +10,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from orchestrator.driver import _ended_stage_results
+from orchestrator.search.tune_stage import ended_stage_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
 STAGE = textwrap.dedent("""
     import sys
     from ray import tune
-    from orchestrator.driver import start_ray
+    from orchestrator.search.ray_runtime import start_ray
 
     start_ray("local", num_cpus=2)
     unfinished = int(sys.argv[2])
@@ -44,30 +44,25 @@ def stages(tmp_path_factory):
     return out
 
 
-def _ctx(search_dir: Path, seeds=(7, 42)):
-    notes = []
+def _args(search_dir: Path, seeds=(7, 42)):
     cfg = SimpleNamespace(seed_list=list(seeds), search=SimpleNamespace(algorithm=SimpleNamespace(kind="grid")))
-    return SimpleNamespace(search_dir=search_dir, cfg=cfg, store=None, view=SimpleNamespace(note=notes.append)), notes
+    path = search_dir / "stages" / "stage-1"
+    return cfg, (path, str(path.parent), None)
 
 
 @pytest.mark.timeout(300)
 def test_a_stage_whose_trials_all_finished_is_read_not_rerun(stages):
-    ctx, notes = _ctx(stages["all_final"])
-    grid = _ended_stage_results(ctx, 1)
+    grid = ended_stage_results(*_args(stages["all_final"]))
     assert grid is not None and sorted(r.config["seed"] for r in grid) == [7, 42]
     assert all(r.metrics["final"] for r in grid)
-    assert notes and "every trial had finished" in notes[0]
 
 
 @pytest.mark.timeout(300)
 def test_a_stage_with_an_unfinished_trial_is_left_to_tunes_restore(stages):
-    ctx, notes = _ctx(stages["one_not_final"])
-    assert _ended_stage_results(ctx, 1) is None and not notes
+    assert ended_stage_results(*_args(stages["one_not_final"])) is None
 
 
 @pytest.mark.timeout(300)
 def test_a_stage_with_fewer_trials_than_seeds_or_no_state_is_not_ended(stages, tmp_path):
-    ctx, _ = _ctx(stages["all_final"], seeds=(7, 42, 123))
-    assert _ended_stage_results(ctx, 1) is None  # seed 123 never started
-    ctx, _ = _ctx(tmp_path)
-    assert _ended_stage_results(ctx, 1) is None  # no Tune state at all
+    assert ended_stage_results(*_args(stages["all_final"], seeds=(7, 42, 123))) is None  # seed 123 never started
+    assert ended_stage_results(*_args(tmp_path)) is None  # no Tune state at all

@@ -9,9 +9,10 @@ import onnx
 import pytest
 import torch
 from report_fixtures import write_real_search
+from support import tiny_model
 
 from orchestrator.cli import main
-from orchestrator.cli_report import export_search
+from orchestrator.reports.export import export_search
 from search_spaces.errors import CheckpointError, ConfigError, SearchStateError
 from workers import export as ex
 from workers.models import ModelSpec, S4Model
@@ -19,12 +20,9 @@ from workers.pruning import compact, masked
 
 
 def _model(bidirectional=False, bypass="identity", input_kind="tokens", pool="mean", prenorm=False):
-    torch.manual_seed(0)
-    spec = ModelSpec(kind="s4d", d_input=10 if input_kind == "tokens" else 3, d_output=3, input_kind=input_kind,
-                     d_model=8, n_layers=2, d_state=4, bidirectional=bidirectional, pool=pool, prenorm=prenorm,
-                     norm="layer" if prenorm else "batch")
-    dense = S4Model(spec, bypass=bypass).eval()
-    return compact(dense, [[0, 3, 5], [1, 2, 6, 7]], bypass=bypass)
+    return tiny_model(0, [[0, 3, 5], [1, 2, 6, 7]], bypass, d_input=10 if input_kind == "tokens" else 3,
+                      input_kind=input_kind, bidirectional=bidirectional, pool=pool, prenorm=prenorm,
+                      norm="layer" if prenorm else "batch").eval()
 
 
 @pytest.mark.parametrize("bidirectional,bypass,pool", [(False, "identity", "mean"), (True, "identity", "last"),

@@ -14,21 +14,17 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
+from support import tiny_model
 
 from search_spaces.errors import S4opError
 from workers.checkpoint import load_checkpoint, save_checkpoint
-from workers.models.backbone import S4Model
-from workers.models.spec import ModelSpec
-from workers.pruning import compact
 
 EXAMPLES = 40  # per test; FAULTS.md counts them
 
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory):
-    torch.manual_seed(0)
-    spec = ModelSpec(d_input=6, d_output=3, d_model=6, n_layers=2, d_state=4)
-    model = compact(S4Model(spec).eval(), [[0, 2, 3, 5], [1, 2, 4]])
+    model = tiny_model(0, [[0, 2, 3, 5], [1, 2, 4]], d_input=6, d_model=6).eval()
     return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "good", task="listops")
 
 

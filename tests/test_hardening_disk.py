@@ -2,8 +2,8 @@
 
 import json
 
-from orchestrator import ledger
-from orchestrator.disk import disk_usage, prunable, prune_checkpoints
+from orchestrator.search import ledger
+from orchestrator.storage.disk import disk_usage, prunable, prune_checkpoints
 
 
 def _file(path, n):
@@ -99,7 +99,7 @@ def _saved_stage(d):
 def test_parent_checkpoint_altered_or_missing_is_refused_naming_the_file(tmp_path):
     import pytest
 
-    from orchestrator.driver import _stage_checkpoint as verified_stage_checkpoint  # what resume calls
+    from orchestrator.search.baseline_stage import verified_stage_checkpoint  # what resume calls
     from search_spaces.errors import CheckpointError
 
     d = tmp_path / "s"
@@ -117,7 +117,7 @@ def test_parent_checkpoint_altered_or_missing_is_refused_naming_the_file(tmp_pat
 
 
 def test_status_reports_the_disk_a_search_uses(tmp_path):
-    from orchestrator.status import format_status, search_status
+    from orchestrator.search.status import format_status, search_status
     from search_spaces.config import dump_config, load_search_config
 
     d = tmp_path / "s"

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from orchestrator.cli import main
-from orchestrator.lock import acquire_lock, lock_path, read_lock
+from orchestrator.search.lock import acquire_lock, lock_path, read_lock
 
 
 @pytest.fixture

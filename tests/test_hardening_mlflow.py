@@ -5,10 +5,10 @@ import socket
 
 import pytest
 
-from orchestrator import ledger
-from orchestrator.outbox import enqueue, outbox_path, queueing_tracker, read_outbox
-from orchestrator.sync import sync_search
-from orchestrator.tracking import KEY_TAG, Tracker, default_tracking_uri, run_key
+from orchestrator.search import ledger
+from orchestrator.tracking.outbox import enqueue, outbox_path, queueing_tracker, read_outbox
+from orchestrator.search.sync import sync_search
+from orchestrator.tracking.client import KEY_TAG, Tracker, default_tracking_uri, run_key
 from search_spaces.errors import ConfigError, SearchStateError
 
 

@@ -93,8 +93,8 @@ def _snapshot(uri: str, experiment: str) -> dict:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_mlflow_server_down_mid_search_then_sync_is_idempotent(tmp_path):
-    from orchestrator import ledger
-    from orchestrator.outbox import outbox_path, read_outbox
+    from orchestrator.search import ledger
+    from orchestrator.tracking.outbox import outbox_path, read_outbox
 
     (tmp_path / "srv").mkdir()
     server = MlflowServer(tmp_path / "srv", _free_port())

@@ -15,7 +15,7 @@ from hardening_search import run, search_env, tiny_config
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_failed_trial_is_recorded_and_an_all_failed_stage_stops_then_resumes(tmp_path):
-    from orchestrator import ledger
+    from orchestrator.search import ledger
 
     cfg = tiny_config(tmp_path, "faulty")
     search_dir = tmp_path / "runs" / "faulty"

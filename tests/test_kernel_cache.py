@@ -5,16 +5,16 @@ import copy
 import pytest
 import torch
 
+from support import tiny_model
+
 from search_spaces.errors import ConfigError
-from workers.models import ModelSpec, S4Model
+from workers.models import S4Model
 from workers.optim import build_optimizer
 from workers.pruning import compact
 
 
 def _model(**kw):
-    torch.manual_seed(0)
-    spec = ModelSpec(d_input=6, d_output=3, d_model=6, n_layers=2, d_state=4, **kw)
-    return S4Model(spec)
+    return tiny_model(0, d_input=6, d_model=6, **kw)
 
 
 def _count_kernel_calls(model):

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import pandas as pd
-
 from orchestrator.latency_noise import WITHIN_NOISE, latency_change_text, latency_protocol_line, within_noise
-from orchestrator.view import summary_table
+from orchestrator.search.view import summary_table
 
 
 def test_within_noise_compares_the_gap_with_the_larger_spread():
@@ -30,7 +28,9 @@ def test_protocol_line_names_device_threads_batch_length_repeats():
 
 
 def test_console_table_says_within_noise_for_a_latency_inside_the_spread():
-    stages = pd.DataFrame([
+    from orchestrator.search.ledger import stage_row
+
+    stages = [stage_row(r) for r in [
         {"stage": 0, "rate": 0.0, "val_metric": 0.6, "test_metric": 0.59, "latency_p50_ms": 0.72,
          "latency_p90_ms": 0.75, "speedup_pct": 0.0, "params": 1000, "param_reduction_pct": 0.0,
          "best_trial_id": "baseline"},
@@ -39,7 +39,7 @@ def test_console_table_says_within_noise_for_a_latency_inside_the_spread():
          "best_trial_id": "seed-7"},
         {"stage": 2, "rate": 0.7, "val_metric": 0.55, "test_metric": 0.54, "latency_p50_ms": 0.40,
          "latency_p90_ms": 0.42, "speedup_pct": 44.4, "params": 600, "param_reduction_pct": 40.0,
-         "best_trial_id": "seed-42"}])
+         "best_trial_id": "seed-42"}]]
     lines = summary_table(stages, metric_name="accuracy").splitlines()
     row = {line.split()[0]: line for line in lines[2:]}
     assert WITHIN_NOISE in row["1"] and "+2.8" not in row["1"]
@@ -50,7 +50,7 @@ def test_console_table_says_within_noise_for_a_latency_inside_the_spread():
 def test_report_table_says_within_noise_and_prints_the_protocol(tmp_path):
     from report_fixtures import write_search
 
-    from orchestrator.report import display_table, latency_protocol, load_search, table_ii
+    from orchestrator.reports.table import display_table, latency_protocol, load_search, table_ii
 
     write_search(tmp_path / "s", rates=(0.1, 0.9), length=77)
     search = load_search(tmp_path / "s")
@@ -63,7 +63,7 @@ def test_report_table_says_within_noise_and_prints_the_protocol(tmp_path):
 def test_report_counts_params_without_the_token_embedding(tmp_path):
     from report_fixtures import write_real_search
 
-    from orchestrator.report import display_table, load_search, table_ii
+    from orchestrator.reports.table import display_table, load_search, table_ii
     from workers.checkpoint import read_meta
 
     write_real_search(tmp_path / "s", rates=(0.5,))
@@ -79,7 +79,7 @@ def test_report_counts_params_without_the_token_embedding(tmp_path):
 def test_stage_done_line_says_within_noise_too():
     import io
 
-    from orchestrator.view import SearchView
+    from orchestrator.search.view import SearchView
 
     out = io.StringIO()
     view = SearchView(n_stages=2, live=False, stream=out)

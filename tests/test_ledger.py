@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from orchestrator import ledger
+from orchestrator.search import ledger
 
 
 def _trial(stage, trial_id, val, **extra):

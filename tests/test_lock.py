@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from orchestrator.lock import acquire_lock, lock_path, read_lock
+from orchestrator.search.lock import acquire_lock, lock_path, read_lock
 from search_spaces.errors import SearchStateError
 
 

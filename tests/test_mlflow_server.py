@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 from mlflow.tracking import MlflowClient
 
-from orchestrator import ledger
+from orchestrator.search import ledger
 from search_helpers import s4op, tiny_config
 
 pytestmark = pytest.mark.slow

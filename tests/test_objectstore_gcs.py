@@ -10,8 +10,8 @@ import time
 import pytest
 
 from gcs_helpers import fake_gcs
-from orchestrator import ledger
-from orchestrator.remote import SearchStore
+from orchestrator.search import ledger
+from orchestrator.storage.work_copy import SearchStore
 from search_helpers import s4op, tiny_config
 from search_spaces.errors import ConfigError
 from workers import objectstore

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from orchestrator import ledger
+from orchestrator.search import ledger
 from s3_helpers import moto_s3
 from search_helpers import S4OP, env, s4op, tiny_config
 from workers import objectstore

@@ -2,7 +2,7 @@
 
 import pytest
 
-from orchestrator import ledger
+from orchestrator.search import ledger
 from search_helpers import mlflow_runs, s4op, tiny_config
 
 pytestmark = pytest.mark.slow

@@ -9,9 +9,9 @@ import pandas as pd
 from PIL import Image
 from report_fixtures import write_search
 
-from orchestrator import plots
-from orchestrator.report import completed_trials, display_table, kept_matrix, load_search, table_ii
-from orchestrator.report_html import render_report
+from orchestrator.reports import plots
+from orchestrator.reports.table import completed_trials, display_table, kept_matrix, load_search, table_ii
+from orchestrator.reports.html import render_report
 
 
 def _png(path):

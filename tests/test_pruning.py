@@ -9,7 +9,7 @@ import torch
 from search_spaces.errors import ConfigError
 from workers.models import ModelSpec, S4Model
 from workers.models.layer import SSMConv
-from workers.pruning import compact, count_parameters, kept_channels, masked, ssm_responses
+from workers.pruning import bypass_layer, compact, count_parameters, kept_channels, masked, ssm_responses
 
 HAS_S4 = importlib.util.find_spec("workers.models.s4") is not None
 KINDS = ["s4d", pytest.param("s4", marks=pytest.mark.skipif(not HAS_S4, reason="workers/models/s4.py not written yet"))]
@@ -168,3 +168,22 @@ def test_ssm_responses_of_kept_channels():
             assert np.allclose(K, K_full[ks], atol=1e-6) and np.allclose(D, D_full[ks])
     conv = model.blocks[0].conv
     assert np.allclose(full[0][0], conv.kernel(20).sum(0).detach().numpy(), atol=1e-6)  # both directions summed
+
+
+@pytest.mark.parametrize("bypass", ["identity", "zero"])
+def test_bypass_layer_switches_off_one_layer_in_place(bypass):
+    torch.manual_seed(0)
+    model = compact(S4Model(_spec("s4d"), bypass=bypass).eval(), KEPT_SETS["mixed"])
+    u = torch.randn(2, H, 5)  # (B H L)
+    before = [block.conv(u) for block in model.blocks]
+    bypass_layer(model, 0)
+    assert kept_channels(model)[0] == [] and kept_channels(model)[1:] == KEPT_SETS["mixed"][1:]
+    with torch.no_grad():
+        out = model.blocks[0].conv(u)
+        if bypass == "identity":
+            assert torch.equal(out, u[:, model.blocks[0].conv.order])  # every channel passes through
+        else:
+            assert torch.count_nonzero(out) == 0
+        assert torch.allclose(model.blocks[1].conv(u), before[1])
+    with pytest.raises(ConfigError, match="layer_index: got 3, expected 0..2"):
+        bypass_layer(model, 3)

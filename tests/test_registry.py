@@ -7,17 +7,26 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from orchestrator.registry import load_registered, rate_alias, register_stage_best, registered_model_name
+from support import tiny_model
+
+from orchestrator.tracking.registry import rate_alias, register_stage_best, registered_model_name
 from search_spaces.errors import CheckpointError, ConfigError
 from workers.checkpoint import save_checkpoint
-from workers.models import ModelSpec, S4Model
 from workers.pruning import compact
 
 
-def _model(seed: int) -> S4Model:
-    torch.manual_seed(seed)
-    spec = ModelSpec(kind="s4d", d_input=10, d_output=3, input_kind="tokens", d_model=8, n_layers=2, d_state=4)
-    return S4Model(spec).eval()
+
+def load_registered(tracking_uri: str, search_name: str, rate: float):
+    """The pyfunc registered for `rate`, loaded the way a user would (mlflow.pyfunc.load_model)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    return mlflow.pyfunc.load_model(f"models:/{registered_model_name(search_name)}@{rate_alias(rate)}")
+
+
+def _model(seed: int):
+    return tiny_model(seed).eval()
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from report_fixtures import kept_for, write_search
 
-from orchestrator import ledger
-from orchestrator.report import (display_table, kept_matrix, load_search, pareto_front, table_ii,
+from orchestrator.search import ledger
+from orchestrator.reports.table import (display_table, kept_matrix, load_search, pareto_front, table_ii,
                                  to_markdown, write_table)
 from search_spaces.errors import SearchStateError
 

@@ -10,8 +10,8 @@ from mlflow import MlflowClient
 from report_fixtures import write_search
 
 from orchestrator.cli import main
-from orchestrator.cli_report import build_report
-from orchestrator.tracking import default_tracking_uri
+from orchestrator.reports.pipeline import build_report
+from orchestrator.tracking.client import default_tracking_uri
 
 
 def _run(argv, capsys):
@@ -79,7 +79,7 @@ def test_unreachable_mlflow_warns_and_the_report_is_still_written(tmp_path, caps
 def test_report_registers_every_stage_and_skips_an_altered_checkpoint(tmp_path, capsys):
     from report_fixtures import write_real_search
 
-    from orchestrator.registry import load_registered
+    from test_registry import load_registered
 
     folder = tmp_path / "s"
     models = write_real_search(folder, name="real", rates=(0.5, 0.9))

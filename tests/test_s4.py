@@ -125,8 +125,11 @@ def test_ssm_parameters_carry_their_optimiser_settings():
     kernel = S4Kernel(2, 4, lr=0.01)
     tagged = {n for n, p in kernel.named_parameters() if hasattr(p, "_optim")}
     assert tagged == {"log_dt", "log_A_real", "A_imag", "B", "P"}
-    assert kernel.log_dt._optim == {"lr": 0.001, "weight_decay": 0.0}
+    assert kernel.log_dt._optim == {"lr": 0.01, "weight_decay": 0.0}  # the value given, no hidden cap
     assert S4Kernel(2, 4, lr=1e-4).P._optim["lr"] == 1e-4
+    assert S4Kernel(2, 4).P._optim == {"lr": None, "weight_decay": 0.0}  # the authors' default
+    frozen_B = S4Kernel(2, 4, trainable_B=False)
+    assert "B" in dict(frozen_B.named_buffers()) and "B" not in dict(frozen_B.named_parameters())
 
 
 def test_legs_init_reproduces_hippo_legs_kernel():

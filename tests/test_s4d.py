@@ -93,27 +93,41 @@ def test_dt_log_uniform_in_range_and_ssm_params_carry_optim():
     assert dt.min() >= 0.001 * (1 - 1e-6) and dt.max() <= 0.1 * (1 + 1e-6)
     assert abs(torch.log(dt).mean().item() - math.log(0.01)) < 0.1  # log-uniform: centred at the geometric mean
     for p in (kernel.log_dt, kernel.log_A_real, kernel.A_imag, kernel.B):
-        assert p._optim == {"lr": 0.001, "weight_decay": 0.0}
+        assert p._optim == {"lr": 0.01, "weight_decay": 0.0}  # the value given, no hidden cap
     assert not hasattr(kernel.C, "_optim")
     assert S4DKernel(2, 4, lr=0.0005).log_dt._optim["lr"] == 0.0005
+    assert S4DKernel(2, 4).log_dt._optim == {"lr": None, "weight_decay": 0.0}  # the authors' default
 
 
-def test_optimizer_groups_follow_optim_tags():
-    spec = ModelSpec(d_input=5, d_output=2, d_model=4, n_layers=2, d_state=4, ssm_lr=0.01)
-    from workers.models.backbone import S4Model
-
-    model = S4Model(spec)
-    opt = build_optimizer(model, lr=0.004, weight_decay=0.05)
+def _ssm_group_lrs(model, lr):
+    """{lr of the group holding the SSM parameters, lr of the other group} for a run at `lr`."""
     ssm = {id(p) for b in model.blocks for p in (b.conv.kernel.log_dt, b.conv.kernel.log_A_real, b.conv.kernel.A_imag)}
+    opt = build_optimizer(model, lr=lr, weight_decay=0.05)
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+    out = {}
     for group in opt.param_groups:
         ids = {id(p) for p in group["params"]}
         if ids & ssm:
-            assert ids == ssm and group["lr"] == 0.001 and group["weight_decay"] == 0.0
+            assert ids == ssm and group["weight_decay"] == 0.0
+            out["ssm"] = group["lr"]
         else:
-            assert group["lr"] == 0.004 and group["weight_decay"] == 0.05
-    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
-    low = build_optimizer(model, lr=1e-4, weight_decay=0.0)  # fine-tuning: SSM never faster than the rest
-    assert max(g["lr"] for g in low.param_groups) == 1e-4
+            assert group["weight_decay"] == 0.05
+            out["rest"] = group["lr"]
+    return out
+
+
+@pytest.mark.parametrize("ssm_lr, run_lr, expected", [
+    (0.01, 0.004, 0.01),  # model.ssm_lr is honoured as given, above 0.001 and above the run's lr
+    (0.01, 1e-4, 0.01),
+    (2e-4, 0.004, 2e-4),
+    (None, 0.004, 0.001),  # null: the S4 authors' default min(0.001, lr)
+    (None, 1e-4, 1e-4),  # ... so fine-tuning at a small lr never trains the SSM faster than the rest
+])
+def test_optimizer_groups_follow_optim_tags(ssm_lr, run_lr, expected):
+    from workers.models.backbone import S4Model
+
+    spec = ModelSpec(d_input=5, d_output=2, d_model=4, n_layers=2, d_state=4, ssm_lr=ssm_lr)
+    assert _ssm_group_lrs(S4Model(spec), run_lr) == {"ssm": expected, "rest": run_lr}
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
@@ -167,10 +181,11 @@ def test_copies_of_a_model_keep_ssm_optimiser_settings():
 
     from workers.models.backbone import S4Model
 
-    model = S4Model(ModelSpec(d_input=5, d_output=2, d_model=4, n_layers=1, d_state=4, trainable_B=True))
+    model = S4Model(ModelSpec(d_input=5, d_output=2, d_model=4, n_layers=1, d_state=4, trainable_B=True,
+                              ssm_lr=0.002))
     for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
         kernel = clone.blocks[0].conv.kernel
         for p in (kernel.log_dt, kernel.log_A_real, kernel.A_imag, kernel.B):
-            assert p._optim == {"lr": 0.001, "weight_decay": 0.0}
+            assert p._optim == {"lr": 0.002, "weight_decay": 0.0}
         groups = build_optimizer(clone, 0.01, 0.1).param_groups
         assert sorted(len(g["params"]) for g in groups) == [4, len(list(clone.parameters())) - 4]

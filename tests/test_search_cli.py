@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from orchestrator import ledger
-from orchestrator.driver import create_search
-from orchestrator.lock import lock_path
-from orchestrator.resume import check_config
-from orchestrator.status import format_status, search_status
+from orchestrator.search import ledger
+from orchestrator.search.create import create_search
+from orchestrator.search.lock import lock_path
+from orchestrator.search.resume import check_config
+from orchestrator.search.status import format_status, search_status
 from search_helpers import s4op, tiny_config
 from search_spaces.config import load_search_config
 from search_spaces.errors import SearchStateError

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from search_spaces.allocation import allocate
 from search_spaces.errors import ConfigError
-from search_spaces.importance import energy_scores, hinf_scores, normalise_layerwise
+from search_spaces.importance import energy_scores, hinf_scores
 from search_spaces.selection import n_to_prune, select
 
 
@@ -154,13 +154,3 @@ def test_bidirectional_kernels_take_the_larger_direction():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ConfigError, match="must be"):
         hinf_scores(np.zeros((3, 8)), np.ones(2))
-
-
-def test_layerwise_normalisation_makes_layers_comparable():
-    # layer A's scores are 10x layer B's: normalised, equally shaped layers score equally
-    a, b = normalise_layerwise([[10.0, 20.0, 30.0], [1.0, 2.0, 3.0]])
-    assert np.allclose(a, b)
-    assert a[2] == pytest.approx(1.0)  # the strongest channel keeps its layer's energy
-    assert a[0] == pytest.approx(100.0 / (100.0 + 400.0 + 900.0))
-    assert np.all(np.diff(a) > 0)  # order within a layer is kept
-    assert np.allclose(normalise_layerwise([[0.0, 0.0]])[0], 0.0)

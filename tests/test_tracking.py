@@ -1,7 +1,7 @@
 import pytest
 from mlflow.tracking import MlflowClient
 
-from orchestrator.tracking import KEY_TAG, PARENT_TAG, Tracker, default_tracking_uri, run_key, with_retry
+from orchestrator.tracking.client import KEY_TAG, PARENT_TAG, Tracker, default_tracking_uri, run_key
 
 
 @pytest.mark.slow  # sqlite store creation (MLflow migrations) takes ~15 s on a loaded 2-core box
@@ -39,8 +39,20 @@ def test_tracking_failures_are_retried_then_swallowed():
             raise RuntimeError("db locked")
         return "ok"
 
-    assert with_retry(flaky, "x", attempts=4, delay=0.001) == "ok" and len(calls) == 3
-    assert with_retry(lambda: 1 / 0, "x", attempts=2, delay=0.001) is None
+    forgiving = Tracker("sqlite:///:memory:", attempts=4, delay=0.001)
+    assert forgiving._call(flaky, "x") == "ok" and len(calls) == 3
+    forgiving.attempts = 2
+    assert forgiving._call(lambda: 1 / 0, "x") is None
+
+
+def test_strict_mode_raises_one_line_naming_the_uri():
+    import pytest
+
+    from search_spaces.errors import ConfigError
+
+    strict = Tracker("sqlite:///:memory:", strict=True, attempts=2, delay=0.001)
+    with pytest.raises(ConfigError, match="tracking URI 'sqlite:///:memory:': x failed"):
+        strict._call(lambda: 1 / 0, "x")
 
 
 def test_unreachable_server_never_raises_from_logging(tmp_path, monkeypatch):
@@ -49,4 +61,4 @@ def test_unreachable_server_never_raises_from_logging(tmp_path, monkeypatch):
     t = Tracker("http://127.0.0.1:9", attempts=1, delay=0.001)
     t.log_metrics("abc", {"loss": 1.0})
     t.set_tags("abc", {"k": "v"})
-    assert t.find_run("0", "k") is None
+    assert t.run("0", "k", name="k") is None  # a failed lookup never creates a run

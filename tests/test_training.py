@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+import support
+
 from search_spaces.errors import CheckpointError, DataError
 from workers.batches import eval_batches, n_train_batches, train_batches, train_order
 from workers.metrics import accuracy, macro_f1, majority_baseline, metric_from_logits
@@ -54,11 +56,9 @@ def toy_splits(n_train: int = 96, n_val: int = 48) -> Splits:
     return Splits(toy_split(n_train, 1), toy_split(n_val, 2), toy_split(n_val, 3), Info())
 
 
-def tiny_model(seed: int = 0, dropout: float = 0.1) -> S4Model:
-    torch.manual_seed(seed)
-    spec = ModelSpec(kind="s4d", d_input=6, d_output=2, input_kind="tokens", d_model=8, n_layers=2,
-                     d_state=4, dropout=dropout, norm="batch", ssm_lr=0.01)
-    return S4Model(spec)
+def tiny_model(seed: int = 0, dropout: float = 0.1):
+    """`support.tiny_model` for the toy task (6 tokens, 2 classes), with dropout."""
+    return support.tiny_model(seed, d_input=6, d_output=2, dropout=dropout)
 
 
 FIT = dict(epochs=4, lr=0.01, weight_decay=0.01, batch_size=16, patience=None, grad_clip=1.0, warmup_epochs=1, seed=3)

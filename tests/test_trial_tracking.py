@@ -1,4 +1,5 @@
-"""Trials' MLflow runs written by the driver (`orchestrator/trial_tracking.py`), and a lean worker.
+"""Trials' MLflow runs written by the driver (`orchestrator/tracking/tune_callback.py`, fed by
+`orchestrator/search/tune_stage.py`'s Tune callback), and a lean worker.
 
 Tune's calls are made here the way the Tune controller makes them (`on_trial_start`, then
 `on_trial_result` per report) against a real sqlite MLflow store.
@@ -10,12 +11,20 @@ import json
 import pickle
 import subprocess
 import sys
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
 
-from orchestrator import trial_tracking
-from orchestrator.tracking import KEY_TAG, Tracker, default_tracking_uri, run_key
+from orchestrator.search import ledger
+from orchestrator.search.tune_stage import _TrialEvents
+from orchestrator.tracking import publish, tune_callback
+from orchestrator.tracking.client import KEY_TAG, Tracker, default_tracking_uri, run_key
+from workers.candidate import TrialContext
+
+CONFIG = {"search": {"mode": "incremental", "bypass": "identity", "allocation": {"policy": "uniform", "base": 2.0},
+                     "selection": {"policy": "random"},
+                     "finetune": {"epochs": 3, "lr": 1e-3, "weight_decay": 0.0, "patience": 5, "batch_size": 32}}}
 
 
 @pytest.fixture(scope="module")
@@ -28,49 +37,42 @@ def store(tmp_path_factory):
     return folder, uri, tracker, exp
 
 
-def _ctx(store, stage: int, algorithm: str = "grid") -> dict:
+def _ctx(store, stage: int, algorithm: str = "grid") -> TrialContext:
     folder, uri, tracker, exp = store
     stage_run = tracker.run(exp, run_key("s", stage), name=f"stage-{stage}")
-    return {
-        "search": "s", "search_dir": str(folder), "stage": stage, "rate": 0.5, "parent_checkpoint": "/x/baseline",
-        "config": {"search": {"mode": "incremental", "bypass": "identity",
-                              "allocation": {"policy": "uniform", "base": 2.0},
-                              "selection": {"policy": "random"},
-                              "finetune": {"epochs": 3, "lr": 1e-3, "weight_decay": 0.0, "patience": 5,
-                                           "batch_size": 32}}},
-        "tracking_uri": uri, "experiment_id": exp, "stage_run_id": stage_run, "data_fingerprint": "fp123",
-        "algorithm": algorithm,
-    }
+    tune_callback.prepare(uri, str(folder), CONFIG, {"data_fingerprint": "fp123"})
+    return TrialContext(
+        search="s", search_dir=str(folder), search_uri=None, stage_dir=str(folder / "stages" / f"stage-{stage}"),
+        trials_dir=str(folder / "trials"), stage=stage, rate=0.5, algorithm=algorithm, parent_checkpoint="/x/baseline",
+        parent_sha256="0", data_fingerprint="fp123", task="listops", data_dir="/d", max_len=None, val_fraction=0.2,
+        loader=None, metric=None, allocation_policy="uniform", allocation_base=2.0, allocation_layer=None,
+        selection_policy="random", selection_score="hinf", selection_candidates=2.0, bypass="identity", epochs=3,
+        lr=1e-3, weight_decay=0.0, patience=5, batch_size=32, cpus_per_trial=1, tracking_uri=uri,
+        experiment_id=exp, stage_run_id=stage_run)
 
 
-def _trial(ctx: dict, seed: int, trial_id: str, **extra):
-    return SimpleNamespace(config={"seed": seed, "ctx": ctx, **extra}, trial_id=trial_id)
+def _trial(ctx, seed: int, trial_id: str, **extra):
+    return SimpleNamespace(config={"seed": seed, "ctx": ctx, **extra}, trial_id=trial_id, last_result={})
 
 
-def _row(seed, status="completed", val=0.5):
-    ok = status == "completed"
-    return {"trial_id": f"seed-{seed}", "seed": seed, "status": status, "alloc_base": 2.0, "lr": 1e-3,
-            "val_metric": val if ok else None, "test_metric": val - 0.1 if ok else None,
-            "params": 321 if ok else None, "kept": json.dumps([[0, 2], [1]]) if ok else None, "mlflow_run_id": None}
+def test_trial_params_take_the_sampled_values_over_the_config(store):
+    ctx = _ctx(store, 4)
+    from workers.candidate import TrialSample
+    from orchestrator.tracking.ledger_view import trial_params
 
-
-def test_trial_params_take_the_sampled_values_over_the_config():
-    ctx = {"rate": 0.3, "stage": 2, "parent_checkpoint": "/p",
-           "config": {"search": {"mode": "one-shot", "bypass": "zero", "allocation": {"policy": "depth", "base": 2.0},
-                                 "selection": {"policy": "hinf", "score": "energy"},
-                                 "finetune": {"epochs": 4, "lr": 1e-3, "weight_decay": 0.01, "patience": 2,
-                                              "batch_size": 16}}}}
-    params = trial_tracking.trial_params({"seed": 9, "alloc_base": 1.5, "lr": 3e-4, "ctx": ctx})
+    row = ledger.candidate_row(ctx, TrialSample.of({"seed": 9, "alloc_base": 1.5, "lr": 3e-4}, ctx), "seed-9")
+    params = trial_params(row, CONFIG)
     assert params["seed"] == 9 and params["allocation.base"] == 1.5 and params["finetune.lr"] == 3e-4
-    assert params["rate"] == 0.3 and params["stage"] == 2 and params["mode"] == "one-shot"
-    assert params["selection.score"] == "energy" and params["parent_checkpoint"] == "/p"
-    assert trial_tracking.trial_params({"seed": 9, "ctx": ctx})["allocation.base"] == 2.0
+    assert params["rate"] == 0.5 and params["stage"] == 4 and params["mode"] == "incremental"
+    assert params["parent_checkpoint"] == "/x/baseline"
+    default = ledger.candidate_row(ctx, TrialSample.of({"seed": 9}, ctx), "seed-9")
+    assert trial_params(default, CONFIG)["allocation.base"] == 2.0
 
 
 def test_callback_opens_runs_logs_epochs_and_the_stage_end_logs_results(store):
     _, uri, tracker, exp = store
     ctx = _ctx(store, 1)
-    callback = pickle.loads(pickle.dumps(trial_tracking.TrialTracking()))  # Tune keeps it in tuner.pkl
+    callback = pickle.loads(pickle.dumps(_TrialEvents()))  # Tune keeps it in tuner.pkl
     seven, failed = _trial(ctx, 7, "abc_00000"), _trial(ctx, 42, "abc_00001")
     for trial in (seven, failed):
         callback.on_trial_start(0, [], trial)
@@ -78,37 +80,39 @@ def test_callback_opens_runs_logs_epochs_and_the_stage_end_logs_results(store):
         callback.on_trial_result(0, [], seven, {"epoch": epoch, "loss": loss, "val_metric": 0.1 * epoch, "final": False})
     callback.on_trial_result(0, [], seven, {"final": True, "val_metric": 0.5, "epoch": 2})  # not a per-epoch metric
     callback.on_trial_start(0, [], seven)  # restarted (fault or Tuner.restore): the same run again
-    rows = [_row(7), _row(42, "failed"), _row(123)]  # seed-123 finished before this driver started
-    trial_tracking.track_stage_trials(tracker, {**ctx}, rows)
+    opened = tune_callback.flush()
+    assert set(opened) >= {"s/stage-1/seed-7", "s/stage-1/seed-42"}
+    from workers.candidate import TrialSample
+
+    final = {"final": True, "val_metric": 0.5, "test_metric": 0.4, "params": 321, "kept": json.dumps([[0, 2], [1]])}
+    rows = [ledger.finished_trial_row(ctx, TrialSample.of({"seed": 7}, ctx), "seed-7", final, None, "accuracy"),
+            ledger.finished_trial_row(ctx, TrialSample.of({"seed": 42}, ctx), "seed-42", {}, "boom", "accuracy")]
+    rows = [replace(r, mlflow_run_id=opened[run_key("s", 1, r.trial_id)]) for r in rows]
+    publish.publish_trials(tracker, rows, {}, stage_done=True)
 
     runs = {r.data.tags[KEY_TAG]: r for r in tracker.client.search_runs([exp], max_results=100)}
     trials = {k: r for k, r in runs.items() if k.startswith("s/stage-1/")}
-    assert sorted(trials) == ["s/stage-1/seed-123", "s/stage-1/seed-42", "s/stage-1/seed-7"]
-    assert [r["mlflow_run_id"] for r in rows] == [trials[f"s/stage-1/seed-{s}"].info.run_id for s in (7, 42, 123)]
+    assert sorted(trials) == ["s/stage-1/seed-42", "s/stage-1/seed-7"]  # a restart reuses its run
     run = trials["s/stage-1/seed-7"]
-    assert run.data.tags["mlflow.parentRunId"] == ctx["stage_run_id"]
+    assert run.data.tags["mlflow.parentRunId"] == ctx.stage_run_id
     assert run.data.tags["s4op.data_fingerprint"] == "fp123" and run.data.params["seed"] == "7"
     history = sorted((m.step, m.value) for m in tracker.client.get_metric_history(run.info.run_id, "loss"))
     assert history == [(1, 0.9), (2, 0.7)]
     assert [m.step for m in tracker.client.get_metric_history(run.info.run_id, "val_metric")] == [1, 2]
     assert run.data.metrics["final_val_metric"] == 0.5 and run.data.metrics["params"] == 321
     assert json.loads(run.data.tags["s4op.kept"]) == [[0, 2], [1]] and run.data.tags["s4op.kept_per_layer"] == "[2, 1]"
-    artifacts = [a.path for a in tracker.client.list_artifacts(run.info.run_id)]
-    assert artifacts == ["kept.json"]
     assert trials["s/stage-1/seed-42"].info.status == "FAILED"
     assert "final_val_metric" not in trials["s/stage-1/seed-42"].data.metrics
-    late = trials["s/stage-1/seed-123"]
-    assert late.data.params["seed"] == "123" and late.data.tags["mlflow.parentRunId"] == ctx["stage_run_id"]
 
 
 def test_sampled_trials_are_keyed_by_tune_trial_id(store):
     _, _, tracker, exp = store
     ctx = _ctx(store, 2, algorithm="optuna")
-    callback = trial_tracking.TrialTracking()
+    callback = _TrialEvents()
     trial = _trial(ctx, 42, "xyz_00003", alloc_base=1.7, lr=2e-3)
     callback.on_trial_start(0, [], trial)
     callback.on_trial_result(0, [], trial, {"epoch": 1, "loss": 0.5, "val_metric": 0.2, "final": False})
-    opened = trial_tracking.flush()
+    opened = tune_callback.flush()
     run_id = opened[run_key("s", 2, "xyz_00003")]
     run = tracker.client.get_run(run_id)
     assert run.data.params["allocation.base"] == "1.7" and run.data.params["finetune.lr"] == "0.002"
@@ -116,12 +120,11 @@ def test_sampled_trials_are_keyed_by_tune_trial_id(store):
 
 
 def test_no_tracking_uri_means_no_writes(store):
-    ctx = {**_ctx(store, 3), "tracking_uri": None}
-    before = len(trial_tracking._WRITERS)
-    trial_tracking.TrialTracking().on_trial_start(0, [], _trial(ctx, 7, "t"))
-    rows = [_row(7)]
-    trial_tracking.track_stage_trials(None, ctx, rows)
-    assert len(trial_tracking._WRITERS) == before and rows[0]["mlflow_run_id"] is None
+    ctx = replace(_ctx(store, 3), tracking_uri=None)
+    before = {k: w.tasks.unfinished_tasks for k, w in tune_callback._WRITERS.items()}
+    _TrialEvents().on_trial_start(0, [], _trial(ctx, 7, "t"))
+    assert {k: w.tasks.unfinished_tasks for k, w in tune_callback._WRITERS.items()} == before
+    assert run_key("s", 3, "seed-7") not in tune_callback.flush()
 
 
 def test_the_trial_worker_does_not_import_mlflow():

@@ -3,7 +3,7 @@ worker that already ran another trial gives exactly the result it gives in a fre
 
 import pytest
 
-from orchestrator import ledger
+from orchestrator.search import ledger
 from search_helpers import s4op, starts, tiny_config
 
 pytestmark = pytest.mark.slow

@@ -1,6 +1,6 @@
-"""Trial actors on an embedded Ray start in Ray's idle workers (no per-actor runtime environment)
-that already imported the trial's modules, keep the variables Tune would have given them, and
-fall back to Tune's way when the driver's environment changed after `ray.init`."""
+"""Ray for a search: Tune's settings are set when a search starts Ray, never on import; the embedded
+Ray's workers preload the trial's modules; Tune is driven through its public API only (a trial
+actor gets Tune's own runtime environment and variables)."""
 
 import json
 import os
@@ -11,45 +11,35 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import warm_workers
+from orchestrator.search import ray_runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_inherited_environment_must_hold_every_variable_with_its_value():
-    assert warm_workers.inherits_tune_env({"PL_DISABLE_FORK": "1", "HOME": "/x"}, {"PL_DISABLE_FORK": "1"})
-    assert not warm_workers.inherits_tune_env({}, {"PL_DISABLE_FORK": "1"})
-    assert not warm_workers.inherits_tune_env({"AWS_ACCESS_KEY_ID": "old"}, {"AWS_ACCESS_KEY_ID": "new"})
-    assert warm_workers.inherits_tune_env({}, {})
+def test_importing_the_search_modules_leaves_tunes_settings_alone():
+    code = ("import os; before = dict(os.environ)\n"
+            "import orchestrator.search.loop, orchestrator.search.status, orchestrator.search.sync, orchestrator.cli\n"
+            "from orchestrator.search.folder import read_meta\n"
+            "changed = sorted(k for k in set(os.environ) | set(before) if os.environ.get(k) != before.get(k))\n"
+            "print('CHANGED', changed)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TUNE_", "RAY_"))}
+    done = subprocess.run([sys.executable, "-c", code], env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "CHANGED []" in done.stdout, done.stdout
 
 
-def test_tune_actor_env_follows_the_driver_environment(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key-1")
-    env = warm_workers.tune_actor_env()
-    assert env["AWS_ACCESS_KEY_ID"] == "key-1" and env["PL_DISABLE_FORK"] == "1"
-    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
-    assert "AWS_ACCESS_KEY_ID" not in warm_workers.tune_actor_env()
-
-
-def test_install_then_uninstall_restores_tunes_class_cache():
-    from ray.tune.execution import class_cache
-
-    original = class_cache._ActorClassCache.get
-    try:
-        assert warm_workers.install(dict(os.environ))
-        assert class_cache._ActorClassCache.get is not original
-        assert warm_workers.install(dict(os.environ))  # idempotent: still one hook over Tune's own
-    finally:
-        warm_workers.uninstall()
-    assert class_cache._ActorClassCache.get is original
+def test_tune_driven_through_its_public_api_only():
+    source = Path(ray_runtime.__file__).read_text()
+    assert "class_cache" not in source and "_ActorClassCache" not in source
 
 
 SCRIPT = textwrap.dedent("""
     import json, os, sys, time
     import psutil
     from ray import tune
-    from orchestrator.driver import start_ray
-    from orchestrator.warm_workers import wait_for_idle_workers
+    from orchestrator.search.ray_runtime import start_ray
+    from orchestrator.search.ray_runtime import wait_for_idle_workers
 
     start_ray("local", num_cpus=2)
     assert wait_for_idle_workers(2, timeout_s=120)  # Ray's idle workers warm, as after a search's stage 0
@@ -79,26 +69,23 @@ def _run(tmp_path, mode: str) -> dict:
 
 
 @pytest.mark.timeout(300)
-def test_trial_actors_run_in_rays_idle_workers_with_tunes_variables(tmp_path):
+def test_trials_get_tunes_variables_and_preloaded_modules(tmp_path):
     out = _run(tmp_path, "same")
-    assert len(out["idle"]) >= 2, out
-    pids = {t["pid"] for t in out["trials"]}
-    assert len(pids) == 2 and pids <= set(out["idle"]), out  # no fresh worker process per trial slot
-    assert all(t["pl"] == "1" for t in out["trials"])  # Tune's default variable, inherited
+    assert len(out["trials"]) == 2, out
+    assert all(t["pl"] == "1" for t in out["trials"])  # Tune's own runtime environment
     assert all(t["preloaded"] for t in out["trials"])  # the worker imported the trial's modules before
 
 
 def test_preload_is_on_by_default_and_off_with_s4op_preload_0(monkeypatch):
     monkeypatch.delenv("S4OP_PRELOAD", raising=False)
-    config = warm_workers.system_config(4)
+    config = ray_runtime.system_config(4)
     assert {"ray.tune", "torch", "workers.trial"} <= set(config["preload_python_modules"])
     assert config["num_workers_soft_limit"] == 4  # idle workers kept while a stage reserves its CPUs
     monkeypatch.setenv("S4OP_PRELOAD", "0")
-    assert warm_workers.system_config(4) == {"num_workers_soft_limit": 4}
+    assert ray_runtime.system_config(4) == {"num_workers_soft_limit": 4}
 
 
 @pytest.mark.timeout(300)
 def test_a_variable_set_after_ray_init_still_reaches_the_trials(tmp_path):
     out = _run(tmp_path, "changed")
     assert all(t["aws"] == "set-after-ray-init" and t["pl"] == "1" for t in out["trials"]), out
-    assert not {t["pid"] for t in out["trials"]} & set(out["idle"])  # Tune's runtime env: fresh workers

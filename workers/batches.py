@@ -1,6 +1,6 @@
 """Batches of a numpy split as torch tensors, trimmed to the longest sequence in the batch.
 
-A split is any object with `x` ((n L) int64 tokens or (n L C) float32), `lengths` ((n,) int64) and
+A split is any object with `x` ((n L) int64 tokens or (n L C) float32, or `RaggedRows`), `lengths` ((n,) int64) and
 `y` ((n,) int64 or (n c) float32), e.g. `workers.data.ArraySplit`. Each batch keeps only the first
 max(lengths in batch) steps; padding sits at the end, so a causal model sees the same valid steps.
 
@@ -17,6 +17,8 @@ from typing import Iterator
 
 import numpy as np
 import torch
+
+from workers.data.ragged import pad_rows
 
 
 @dataclass
@@ -47,7 +49,7 @@ def make_batch(split, index: np.ndarray) -> Batch:
     """Gather rows `index` of `split` and trim them to their longest length."""
     lengths = np.asarray(split.lengths)[index]  # (B,)
     width = max(int(lengths.max()), 1) if lengths.size else 1
-    x = np.ascontiguousarray(np.asarray(split.x)[index][:, :width])  # (B L') or (B L' C)
+    x = pad_rows(split.x, index, width)  # (B L') or (B L' C); padded here when the split is ragged
     y = np.ascontiguousarray(np.asarray(split.y)[index])  # (B,) or (B c)
     return Batch(torch.from_numpy(x), torch.from_numpy(lengths.astype(np.int64)), torch.from_numpy(y), index)
 

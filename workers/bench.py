@@ -18,6 +18,7 @@ import datetime as dt
 import os
 import platform
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -182,10 +183,23 @@ def _loadavg() -> float | None:
         return None
 
 
+def checkpoint_preset(folder, length: int | None) -> tuple[BenchPreset, S4Model]:
+    """A bench preset and model from a checkpoint folder (e.g. `s4op import`'s); the length is
+    --length, else the one recorded in its model.json."""
+    from workers.checkpoint import load_checkpoint
+
+    model, meta = load_checkpoint(folder)
+    L = length if length is not None else (meta.get("extra") or {}).get("length")
+    if L is None:
+        raise ConfigError(f"--checkpoint {folder}: no sequence length recorded in model.json; expected --length L")
+    return BenchPreset(f"checkpoint:{Path(folder).name}", model.spec, int(L)), model.eval()
+
+
 # ---- the bench ---------------------------------------------------------------------------------
 def run_latency_bench(preset: str = "listops-s4d", *, rates=DEFAULT_RATES, batch_sizes=(1,), threads: int = 1,
                       bypasses=BYPASS_MODES, kernels=KERNEL_MODES, repeats: int = 30, warmup: int = 5,
-                      seed: int = 0, device: str = "cpu", length: int | None = None, progress=None) -> dict:
+                      seed: int = 0, device: str = "cpu", length: int | None = None, progress=None,
+                      checkpoint=None) -> dict:
     """Time dense and pruned models, interleaved per (kernel, batch) so that drift hits all alike.
 
     Returns {"machine", "preset", "breakdown": [...], "rows": [...], "targets": {wall, cpu, min}}.
@@ -195,7 +209,9 @@ def run_latency_bench(preset: str = "listops-s4d", *, rates=DEFAULT_RATES, batch
     min_ideal_ms, min_ratio_to_ideal, min_ratio_to_dense). The wall p50 is the protocol's latency;
     on a contended shared machine the minimum and the CPU time show the intrinsic cost.
     """
-    bench = bench_preset(preset)
+    bench, loaded = (bench_preset(preset), None) if checkpoint is None else checkpoint_preset(checkpoint, length)
+    if loaded is not None:
+        preset = bench.name
     check_count("--repeats", repeats, MIN_REPEATS)
     check_count("--threads", threads, 1)
     check_count("--warmup", warmup, 0)
@@ -212,7 +228,9 @@ def run_latency_bench(preset: str = "listops-s4d", *, rates=DEFAULT_RATES, batch
     L = bench.length if length is None else check_count("--length", length, 1)
     say = progress or (lambda msg: None)
     machine = machine_info(threads, device)
-    dense = dense_model(bench, seed)
+    dense = dense_model(bench, seed) if loaded is None else loaded
+    if loaded is not None and any(len(b.conv.kept) < b.conv.channels for b in dense.blocks) and max(rates) > 0:
+        raise ConfigError(f"--checkpoint {checkpoint}: the model is already pruned; expected --rates 0")
     H, n = bench.spec.d_model, bench.spec.n_layers
     models = {}  # (rate, bypass) -> (model, kept fraction, params)
     for rate in rates:

@@ -3,7 +3,8 @@
 Pruning channel h of a layer removes its SSM operator (K_h * u_h + D_h u_h). With bypass
 "identity" (the paper) its input u_h passes through to the activation unchanged; with bypass "zero"
 it contributes nothing and the mixing Linear loses its column. Kept indices are always in the
-layer's original numbering 0..H-1, so compacting a compacted model again composes.
+layer's original numbering 0..H-1, so compacting a compacted model again composes. `bypass_layer`
+switches off every operator of one layer in place (the layer ablation).
 """
 
 from __future__ import annotations
@@ -15,43 +16,9 @@ import torch
 
 from search_spaces.errors import ConfigError
 from workers.models.backbone import S4Model
+from workers.models.kept import validate_kept
 from workers.models.layer import BYPASS_MODES
 from workers.optim import copy_optim_tags
-
-
-def validate_kept(kept, current: list[list[int]], channels: int | None = None) -> list[list[int]]:
-    """Check `kept` (one list of original indices per layer) against the current kept sets.
-
-    Returns the kept sets sorted; raises ConfigError naming the layer and value otherwise.
-    """
-    if not isinstance(kept, (list, tuple)) or len(kept) != len(current):
-        n = len(kept) if isinstance(kept, (list, tuple)) else type(kept).__name__
-        raise ConfigError(f"kept: got {n} layer(s), expected a list of {len(current)} lists of channel indices")
-    result = []
-    for layer, (ks, cur) in enumerate(zip(kept, current)):
-        H = channels if channels is not None else (max(cur) + 1 if cur else 0)
-        if isinstance(ks, (torch.Tensor, np.ndarray)):
-            ks = ks.tolist()
-        if not isinstance(ks, (list, tuple)):
-            raise ConfigError(f"kept[layer {layer}]: got {ks!r}, expected a list of channel indices")
-        if len(ks) == 0:
-            raise ConfigError(f"kept[layer {layer}]: got an empty set, expected at least one kept channel")
-        clean = []
-        for k in ks:
-            if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
-                raise ConfigError(f"kept[layer {layer}]: got {k!r}, expected an integer channel index")
-            k = int(k)
-            if not 0 <= k < H:
-                raise ConfigError(f"kept[layer {layer}]: index {k} out of range, expected 0..{H - 1}")
-            clean.append(k)
-        if len(set(clean)) != len(clean):
-            dup = sorted({k for k in clean if clean.count(k) > 1})
-            raise ConfigError(f"kept[layer {layer}]: duplicate index {dup[0]}, expected distinct channel indices")
-        extra = sorted(set(clean) - set(cur))
-        if extra:
-            raise ConfigError(f"kept[layer {layer}]: index {extra[0]} is already pruned, expected a subset of the current kept set")
-        result.append(sorted(clean))
-    return result
 
 
 def kept_channels(model: S4Model) -> list[list[int]]:
@@ -104,6 +71,21 @@ def masked(model: S4Model, kept, bypass: str | None = None) -> S4Model:
         conv.clear_cache()
     copy_optim_tags(model, new)
     return new
+
+
+def bypass_layer(model: S4Model, layer_index: int) -> None:
+    """Switch off every SSM operator of one layer, in place (Table I's layer ablation).
+
+    The layer's held channels stay (nothing is removed) but its operator mask is all off, so each
+    channel takes the model's bypass: its input passes to the activation (identity) or is dropped
+    (zero). The only way to empty a layer: `compact` and `masked` refuse an empty kept set.
+    """
+    n_layers = len(model.blocks)
+    if isinstance(layer_index, bool) or not isinstance(layer_index, int) or not 0 <= layer_index < n_layers:
+        raise ConfigError(f"layer_index: got {layer_index!r}, expected 0..{n_layers - 1}")
+    conv = model.blocks[layer_index].conv
+    conv.mask = torch.zeros(len(conv.kept), dtype=torch.bool, device=conv.kept.device)  # (H_held) all off
+    conv.clear_cache()
 
 
 def count_parameters(model: torch.nn.Module) -> int:

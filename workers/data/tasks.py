@@ -301,6 +301,9 @@ def summarize(splits: TaskSplits) -> dict:
 
     info = splits.info
     out: dict = {"task": info.name, "metric": info.metric, "L": int(splits.train.x.shape[1]), "splits": {},
+                 "input_kind": info.input_kind, "d_input": info.d_input, "n_classes": info.n_classes,
+                 "multilabel": info.multilabel,
+                 "longest": max(int(getattr(splits, k).original_lengths().max(initial=0)) for k in ("train", "val", "test")),
                  "majority_definition": MAJORITY_BASELINE, "truncated": truncation_report(splits)}
     if not info.multilabel and len(splits.train):
         out["majority_class"] = int(np.bincount(splits.train.y, minlength=info.n_classes).argmax())

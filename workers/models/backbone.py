@@ -13,6 +13,7 @@ from torch import nn
 
 from search_spaces.errors import ConfigError
 from workers.models.block import S4Block
+from workers.models.kept import validate_kept
 from workers.models.layer import BYPASS_MODES, KERNEL_MODES
 from workers.models.spec import ModelSpec
 
@@ -25,8 +26,6 @@ class S4Model(nn.Module):
         if kept is None:
             kept = [None] * spec.n_layers
         else:
-            from workers.pruning import validate_kept
-
             kept = validate_kept(kept, [list(range(spec.d_model))] * spec.n_layers)
         self.spec = spec
         self.bypass = bypass

@@ -35,6 +35,7 @@ from torch import nn
 
 from search_spaces.errors import ConfigError
 from workers.models.s4d import check_kernel_args, init_A, legs_B, legs_normal_eigen
+from workers.optim import register
 
 ZOH_REFUSED = ("model.disc: got 'zoh' with model.kind 's4', expected bilinear "
                "(the S4 DPLR kernel is bilinear only; use kind s4d for zoh)")
@@ -54,11 +55,6 @@ def nplr_init(init: str, H: int, N: int) -> tuple[torch.Tensor, torch.Tensor, to
     return Lambda, torch.zeros_like(Lambda), torch.ones_like(Lambda)
 
 
-def _tag(p: nn.Parameter, lr: float) -> nn.Parameter:
-    p._optim = {"lr": min(0.001, lr), "weight_decay": 0.0}
-    return p
-
-
 def conj_full(x: torch.Tensor) -> torch.Tensor:
     """(... N/2) half modes -> (... N) all modes [x, conj(x)]."""
     return torch.cat([x, x.conj()], dim=-1)  # (... N)
@@ -69,12 +65,13 @@ class S4Kernel(nn.Module):
 
     Parameters: log_dt (H), log_A_real (H N/2), A_imag (H N/2), B (H N/2 2) (a buffer unless
     trainable_B), P (1 H N/2 2), C (C H N/2 2); complex tensors are stored as real views.
-    log_dt, A, B and P carry `_optim`.
+    log_dt, A, B and P are registered with their own optimiser settings (`workers.optim.register`:
+    lr `lr`, None for the authors' default; no weight decay).
     """
 
     def __init__(self, H: int, N: int = 64, *, init: str = "legs", disc: str = "bilinear",
                  trainable_B: bool = True, dt_min: float = 0.001, dt_max: float = 0.1,
-                 lr: float = 0.001, bidirectional: bool = False):
+                 lr: float | None = None, bidirectional: bool = False):
         super().__init__()
         check_kernel_args("S4Kernel", H, N, disc)
         if disc != "bilinear":
@@ -86,16 +83,13 @@ class S4Kernel(nn.Module):
         Lambda, P, B = nplr_init(init, H, N)  # (H N/2) each
         log_dt = torch.rand(H) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)  # (H)
         C = torch.randn(self.channels, H, N // 2, dtype=torch.cfloat)  # (C H N/2)
-        self.log_dt = _tag(nn.Parameter(log_dt), lr)
-        self.log_A_real = _tag(nn.Parameter(torch.log(-Lambda.real).float()), lr)  # (H N/2)
-        self.A_imag = _tag(nn.Parameter(Lambda.imag.float()), lr)  # (H N/2)
-        self.P = _tag(nn.Parameter(torch.view_as_real(P.to(torch.cfloat))[None].clone()), lr)  # (1 H N/2 2)
+        register(self, "log_dt", log_dt, lr=lr)  # (H)
+        register(self, "log_A_real", torch.log(-Lambda.real).float(), lr=lr)  # (H N/2)
+        register(self, "A_imag", Lambda.imag.float(), lr=lr)  # (H N/2)
+        register(self, "P", torch.view_as_real(P.to(torch.cfloat))[None].clone(), lr=lr)  # (1 H N/2 2)
         self.C = nn.Parameter(torch.view_as_real(C))  # (C H N/2 2)
         B = torch.view_as_real(B.to(torch.cfloat)).clone()  # (H N/2 2)
-        if trainable_B:
-            self.B = _tag(nn.Parameter(B), lr)
-        else:
-            self.register_buffer("B", B)
+        register(self, "B", B, lr=lr if trainable_B else 0.0)  # a buffer unless trainable_B
 
     # ---- the continuous and discrete systems ---------------------------------------------------
     def nplr(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from search_spaces.errors import ConfigError
+from workers.optim import register
 
 B_CLIP = 2.0  # the S4 authors clip Im(V^* B) of the LegS initialisation to [-2, 2]
 
@@ -76,11 +77,6 @@ def init_B(init: str, H: int, N: int) -> torch.Tensor:
     return B.expand(H, N // 2).clone()  # (H N/2)
 
 
-def _tag(p: nn.Parameter, lr: float) -> nn.Parameter:
-    p._optim = {"lr": min(0.001, lr), "weight_decay": 0.0}
-    return p
-
-
 def check_kernel_args(kernel: str, H: int, N: int, disc: str) -> None:
     """Refuse a discretisation or size the SSM kernels cannot build (one-line ConfigError)."""
     if disc not in ("zoh", "bilinear"):
@@ -93,12 +89,14 @@ class S4DKernel(nn.Module):
     """Generates the S4D convolution kernel K (C H L) for H channels, C = 2 if bidirectional else 1.
 
     Parameters: log_dt (H), log_A_real (H N/2), A_imag (H N/2), C (C H N/2 2) (complex as a real
-    view), B (H N/2 2) only if trainable_B (else B = 1). log_dt, A and B carry `_optim`.
+    view), B (H N/2 2) only if trainable_B (else B = 1). log_dt, A and B are registered with their
+    own optimiser settings (`workers.optim.register`: lr `lr`, None for the authors' default; no
+    weight decay).
     """
 
     def __init__(self, H: int, N: int = 64, *, init: str = "lin", disc: str = "zoh",
                  trainable_B: bool = False, dt_min: float = 0.001, dt_max: float = 0.1,
-                 lr: float = 0.001, bidirectional: bool = False):
+                 lr: float | None = None, bidirectional: bool = False):
         super().__init__()
         check_kernel_args("S4DKernel", H, N, disc)
         self.H, self.N = H, N
@@ -108,13 +106,13 @@ class S4DKernel(nn.Module):
         log_dt = torch.rand(H) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)  # (H)
         A = init_A(init, H, N)  # (H N/2)
         C = torch.randn(self.channels, H, N // 2, dtype=torch.cfloat)  # (C H N/2)
-        self.log_dt = _tag(nn.Parameter(log_dt), lr)
-        self.log_A_real = _tag(nn.Parameter(torch.log(-A.real).float()), lr)  # (H N/2)
-        self.A_imag = _tag(nn.Parameter(A.imag.float()), lr)  # (H N/2)
+        register(self, "log_dt", log_dt, lr=lr)  # (H)
+        register(self, "log_A_real", torch.log(-A.real).float(), lr=lr)  # (H N/2)
+        register(self, "A_imag", A.imag.float(), lr=lr)  # (H N/2)
         self.C = nn.Parameter(torch.view_as_real(C))  # (C H N/2 2)
         if trainable_B:
             B = init_B(init, H, N).to(torch.cfloat)  # (H N/2)
-            self.B = _tag(nn.Parameter(torch.view_as_real(B)), lr)  # (H N/2 2)
+            register(self, "B", torch.view_as_real(B), lr=lr)  # (H N/2 2)
         else:
             self.B = None
 

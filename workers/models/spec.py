@@ -43,7 +43,7 @@ class ModelSpec:
     trainable_B: bool = False
     dt_min: float = 0.001
     dt_max: float = 0.1
-    ssm_lr: float = 0.001
+    ssm_lr: float | None = None  # None: the S4 authors' default, min(0.001, the run's lr) (workers.optim)
 
     def __post_init__(self) -> None:
         for key, choices in _CHOICES.items():
@@ -61,6 +61,8 @@ class ModelSpec:
                 raise ConfigError(f"model.{key}: got {getattr(self, key)!r}, expected true or false")
         for key in ("dropout", "dt_min", "dt_max", "ssm_lr"):
             value = getattr(self, key)
+            if key == "ssm_lr" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"model.{key}: got {value!r}, expected a number")
             setattr(self, key, float(value))
@@ -68,8 +70,8 @@ class ModelSpec:
             raise ConfigError(f"model.dropout: got {self.dropout}, expected 0 <= dropout < 1")
         if not 0.0 < self.dt_min <= self.dt_max:
             raise ConfigError(f"model.dt_min/dt_max: got {self.dt_min}/{self.dt_max}, expected 0 < dt_min <= dt_max")
-        if self.ssm_lr <= 0:
-            raise ConfigError(f"model.ssm_lr: got {self.ssm_lr}, expected a positive number")
+        if self.ssm_lr is not None and self.ssm_lr <= 0:
+            raise ConfigError(f"model.ssm_lr: got {self.ssm_lr}, expected a positive number or null")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,0 +1,181 @@
+"""`s4op report`: from a finished search to Table II + seed spread (Markdown, CSV + Parquet), plots and
+one HTML page, logged to the search's MLflow parent run; `--compare` draws several searches.
+Also where a search's stage checkpoints are found and verified (used by export).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from orchestrator.search import ledger
+from search_spaces.errors import CheckpointError, ConfigError, SearchStateError
+
+
+def _warn(message: str) -> None:
+    print(f"s4op: warning: {message}", file=sys.stderr)
+
+
+# ---- where things are -----------------------------------------------------------------------------
+
+def _search_meta(folder: Path) -> dict:
+    try:
+        return json.loads((folder / "search.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def tracking_uri_of(folder: Path, override: str | None = None) -> str | None:
+    """--tracking-uri, else search.json's, else the default sqlite store if it exists, else None."""
+    if override:
+        return override
+    from orchestrator.storage.work_copy import localise_meta
+
+    uri = localise_meta(_search_meta(folder), folder).get("tracking_uri")  # an s3:// search: this copy's store
+    if uri:
+        return uri
+    if (folder / "mlflow.db").is_file():
+        from orchestrator.tracking.client import default_tracking_uri
+
+        return default_tracking_uri(folder)
+    return None
+
+
+def _resolve_checkpoint(folder: Path, path: str | None) -> Path | None:
+    if not path:
+        return None
+    if "://" in str(path):  # a search on an object store: the checkpoint, fetched into its working copy
+        from orchestrator.storage.work_copy import local_checkpoint
+
+        return local_checkpoint(folder, str(path))
+    p = Path(path)
+    if p.is_absolute():
+        return p
+    return folder / p if (folder / p).exists() else p
+
+
+def parse_rate(rate: float) -> float:
+    """--rate as a fraction: 0.5 or 50 (percent) both mean 50 %."""
+    if not 0.0 <= rate <= 100.0:
+        raise ConfigError(f"--rate: got {rate:g}, expected a fraction in [0, 1) or a percent in [1, 100)")
+    return rate / 100.0 if rate >= 1.0 else rate
+
+
+def stage_for_rate(search, rate: float) -> ledger.StageRow:
+    """The completed stage row searched at `rate` (ConfigError naming the rates searched if none)."""
+    stages = search.stages
+    hit = stages[(stages["rate"] - rate).abs() < 1e-6]
+    if hit.empty:
+        have = ", ".join(f"{r:g}" for r in stages["rate"])
+        raise ConfigError(f"--rate {rate:g}: not a completed stage of search {search.name!r} "
+                          f"({search.folder}); expected one of {have}")
+    return ledger.rows_of(hit.iloc[:1], ledger.StageRow)[0]
+
+
+def verified_checkpoint(search, row: ledger.StageRow) -> Path:
+    """The stage's checkpoint folder, after checking its sha256 against the ledger."""
+    from workers.checkpoint import checkpoint_sha256
+
+    folder = _resolve_checkpoint(search.folder, row.checkpoint)
+    if folder is None:
+        raise SearchStateError(f"{search.folder}/ledger/stages.parquet: stage {row.stage} has no checkpoint")
+    actual = checkpoint_sha256(folder)  # CheckpointError if files are missing
+    expected = row.checkpoint_sha256
+    if expected and actual != expected:
+        raise CheckpointError(f"checkpoint {folder}: sha256 {actual[:12]}... differs from the ledger's "
+                              f"{str(expected)[:12]}... (stage {row.stage}); the files were altered or corrupted")
+    return folder
+
+
+# ---- report ----------------------------------------------------------------------------------------
+
+def _labels(searches) -> list[str]:
+    names = [s.name for s in searches]
+    return [s.name if names.count(s.name) == 1 else f"{s.name} ({s.folder})" for s in searches]
+
+
+def build_report(search_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+                 compare: list[str | os.PathLike] = (), *, tracking_uri: str | None = None,
+                 log_to_mlflow: bool = True) -> dict:
+    """Tables, plots and the HTML page of one search (plus `compare` searches on the same axes).
+
+    Returns dict(markdown: {label: str}, files: [Path], mlflow_run_id: str | None).
+    """
+    from orchestrator.reports import plots
+    from orchestrator.reports.table import (completed_trials, display_table, kept_matrix, latency_protocol,
+                                            load_search, table_ii, to_markdown, write_table)
+    from orchestrator.reports.html import render_report
+    from orchestrator.tracking.report_run import log_report
+
+    searches = [load_search(search_dir)] + [load_search(c) for c in compare]
+    labels = _labels(searches)
+    out = Path(out_dir) if out_dir is not None else Path(search_dir) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    tables = {label: table_ii(s) for label, s in zip(labels, searches)}
+    files = write_table(tables[labels[0]], out, "table_ii")
+    if compare:
+        import pandas as pd
+
+        both = pd.concat([t.assign(label=label) for label, t in tables.items()], ignore_index=True)
+        files += write_table(both, out, "table_ii_compare")
+    protocols = {label: latency_protocol(s) for label, s in zip(labels, searches)}
+    markdown = {label: to_markdown(display_table(t)) + (f"\n\n{protocols[label]}" if protocols[label] else "")
+                for label, t in tables.items()}
+    figures = [
+        ("Metric vs pruning rate", plots.plot_metric_vs_rate(tables, out / "metric_vs_rate.png")),
+        ("Latency vs pruning rate", plots.plot_latency_vs_rate(tables, out / "latency_vs_rate.png")),
+        ("Pareto front: metric vs latency, all trials",
+         plots.plot_pareto({label: completed_trials(s) for label, s in zip(labels, searches)}, out / "pareto.png",
+                           plots.metric_label(tables))),
+    ]
+    for i, (label, s) in enumerate(zip(labels, searches)):
+        rates, matrix, channels = kept_matrix(s)
+        if matrix:
+            name = "kept_heatmap.png" if i == 0 else f"kept_heatmap_{i}.png"
+            figures.append((f"Kept channels per layer per rate: {label}",
+                            plots.plot_kept_heatmap(rates, matrix, channels, out / name, title=f"Kept channels: {label}")))
+    files += [path for _, path in figures]
+    page = render_report(
+        f"s4op report: {' vs '.join(labels)}",
+        {f"Table II: {label}": display_table(t) for label, t in tables.items()},
+        figures, out / "report.html",
+        notes=[f"{label}: {s.folder.resolve()}" for label, s in zip(labels, searches)]
+        + [f"{label}: {p}" for label, p in protocols.items() if p])
+    files.append(page)
+    run_id, versions = None, {}
+    if log_to_mlflow:
+        uri = tracking_uri_of(searches[0].folder, tracking_uri)
+        first = searches[0]
+        stage0 = first.stages[first.stages["stage"] == 0]
+        run_id = log_report(first.folder, first.name, out, uri, warn=_warn,
+                            experiment=_search_meta(first.folder).get("experiment", first.name),
+                            stage0_run_id=(stage0["mlflow_run_id"].iloc[0] or None) if not stage0.empty else None)
+        if run_id is not None:
+            versions = register_search(searches[0], uri)
+    return {"markdown": markdown, "files": files, "mlflow_run_id": run_id, "out": out, "versions": versions,
+            "name": searches[0].name}
+
+
+def register_search(search, tracking_uri: str) -> dict[float, str]:
+    """Register every completed stage's best model (idempotent: the driver may have done it already).
+
+    Returns {rate: version}; a stage whose checkpoint is missing or altered is skipped with a warning.
+    """
+    from orchestrator.tracking.registry import register_stage_best
+    from orchestrator.tracking.report_run import quick_http
+
+    versions = {}
+    for row in ledger.rows_of(search.stages, ledger.StageRow):
+        try:
+            folder = verified_checkpoint(search, row)
+            with quick_http():
+                versions[row.rate] = register_stage_best(
+                    tracking_uri, search.name, row.stage, row.rate, folder, row.mlflow_run_id)
+        except Exception as exc:  # noqa: BLE001 - the registry is a view; the report is written
+            _warn(f"model registry: stage {row.stage} (rate {row.rate:g}) not registered: "
+                  f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    return versions
+
+

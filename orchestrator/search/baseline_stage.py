@@ -1,0 +1,82 @@
+"""Stage 0: the dense baseline (the configured checkpoint copied in, or one trained now), evaluated
+and timed like every stage's best model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from orchestrator.search import ledger
+from orchestrator.search.create import now
+from orchestrator.search.stage_record import record_stage
+from orchestrator.tracking import publish
+from orchestrator.tracking.client import run_key
+from search_spaces.errors import CheckpointError, SearchStateError
+
+LATENCY_PROTOCOL = ("device", "threads", "batch", "length", "repeats")
+
+
+def verified_stage_checkpoint(search_dir: Path, stage: int) -> str:
+    """The checkpoint a completed stage recorded, after checking it is byte-identical (sha256)."""
+    from workers.checkpoint import checkpoint_sha256
+
+    row = next((r for r in ledger.stage_rows(search_dir) if r.stage == stage), None)
+    if row is None or not row.checkpoint:
+        raise SearchStateError(f"{ledger.stages_path(search_dir)}: stage {stage} has no checkpoint")
+    path, expected = row.checkpoint, row.checkpoint_sha256
+    actual = checkpoint_sha256(path)
+    if expected and actual != expected:
+        raise CheckpointError(f"checkpoint {path} was altered since stage {stage} recorded it (sha256 {actual[:12]} "
+                              f"!= ledger {str(expected)[:12]}); restore it or start a new search")
+    return path
+
+
+def _baseline_checkpoint(ctx, stage_run: str | None) -> Path:
+    cfg, folder = ctx.cfg, ctx.folder
+    target = folder.baseline_dir
+    if cfg.baseline.checkpoint is None:
+        from orchestrator.baseline import train_baseline
+
+        return Path(train_baseline(cfg, target, tracking_uri=ctx.tracking_uri, parent_run_id=stage_run,
+                                   run_key=run_key(ctx.name, 0, "baseline")))
+    source = Path(cfg.baseline.checkpoint)
+    if not (source / "model.json").exists():
+        raise CheckpointError(f"baseline.checkpoint {source}: model.json not found; expected a checkpoint folder")
+    if not (target / "model.json").exists():
+        tmp = folder.root / ".baseline.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(source, tmp)
+        os.replace(tmp, target)
+    return target
+
+
+def run_baseline_stage(ctx) -> str:
+    """Stage 0; returns its checkpoint (a URI when the search lives on an object store)."""
+    from workers.checkpoint import checkpoint_sha256, load_checkpoint
+    from workers.pruning import count_parameters, kept_channels
+    from workers.training import evaluate
+
+    started = now()
+    ctx.view.stage_started(0, 0.0, 0)
+    stage_run = publish.open_stage_run(ctx.tracker, ctx.experiment_id, ctx.name, 0, 0.0, ctx.search_run_id)
+    checkpoint = _baseline_checkpoint(ctx, stage_run)
+    model, _ = load_checkpoint(checkpoint)
+    batch = ctx.cfg.search.finetune.batch_size
+    val = float(evaluate(model, ctx.splits.val, ctx.splits.info, batch_size=batch))
+    test = float(evaluate(model, ctx.splits.test, ctx.splits.info, batch_size=batch))
+    params, kept = int(count_parameters(model)), kept_channels(model)
+    del model
+    latency = ctx.latency_of({"baseline": str(checkpoint)})["baseline"]
+    ctx.facts.update(ctx.folder.record_facts(latency_protocol={x: latency.get(x) for x in LATENCY_PROTOCOL}))
+    row = ledger.baseline_stage_row(ctx.name, metric_name=ctx.splits.info.metric, val=val, test=test,
+                                    latency=latency, params=params, kept=kept, checkpoint=str(checkpoint),
+                                    sha256=checkpoint_sha256(checkpoint), run_id=stage_run, started_at=started,
+                                    ended_at=now())
+    record_stage(ctx, row, checkpoint, None)
+    if ctx.store is not None:  # trials on every node read the parent from the object store
+        row = ledger.replace(row, checkpoint=ctx.store.push_checkpoint(checkpoint))
+    ledger.write_stage(ctx.search_dir, row)
+    ctx.mirror()
+    ctx.view.stage_finished(0, row)
+    return row.checkpoint

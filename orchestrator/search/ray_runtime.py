@@ -1,0 +1,100 @@
+"""Ray for a search: connect to a cluster or embed one, with Tune's settings for a search.
+
+Tune's settings (`TUNE_ENV`: a state snapshot every second so a killed driver loses little, the
+old console output off, no log dedup) are set in this process only when a search starts Ray
+(`start_ray`), never on import: `status` and `sync-mlflow` import the search modules and must not
+change them. On an embedded Ray (`--address local`) the workers are kept warm through Ray's public
+`_system_config`: up to one idle worker per CPU is kept (Ray's default limit stopped idle workers as
+a stage's trials were requested), and every worker imports the trial's modules (ray.tune, torch,
+workers.*) before it accepts work (`preload_python_modules`; `S4OP_PRELOAD=0` turns it off: each
+idle worker then holds ~230 MB less). Tune itself is driven through its public API only: a trial
+actor gets Tune's own runtime environment, so a slot's first trial of a stage starts a fresh worker
+process (see benchmarks/RESULTS.md, "Tune driven through its public API").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+PRELOAD_MODULES = ("ray.tune", "torch", "workers.trial", "workers.checkpoint", "workers.pruning",
+                   "workers.training")
+TUNE_ENV = {
+    "TUNE_GLOBAL_CHECKPOINT_S": "1",  # a killed driver loses <= 1 s of Tune state
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    "RAY_DEDUP_LOGS": "0",
+}
+_STARTED_HERE = False
+
+
+@dataclass
+class RayHandle:
+    started_here: bool
+    total_cpus: int
+    embedded: bool = False
+
+
+def is_embedded(address: str | None) -> bool:
+    return address in (None, "", "local")
+
+
+def system_config(cpus: int) -> dict:
+    """Ray `_system_config` for an embedded Ray of `cpus` CPUs (see module docstring)."""
+    config: dict = {"num_workers_soft_limit": int(cpus)}
+    if os.environ.get("S4OP_PRELOAD", "1").strip() != "0":
+        config["preload_python_modules"] = list(PRELOAD_MODULES)
+    return config
+
+
+def start_ray(address: str | None, *, num_cpus: int | None = None) -> RayHandle:
+    """Connect to (or embed) Ray. "local"/None: `ray.init(address="local", num_cpus=...)`."""
+    import ray
+
+    global _STARTED_HERE
+    if ray.is_initialized():
+        return RayHandle(_STARTED_HERE, int(ray.cluster_resources().get("CPU", 1)), _STARTED_HERE and is_embedded(address))
+    for key, value in TUNE_ENV.items():
+        os.environ.setdefault(key, value)
+    _STARTED_HERE = True
+    common = dict(include_dashboard=False, log_to_driver=bool(os.environ.get("S4OP_RAY_LOGS")),
+                  configure_logging=True, logging_level=logging.WARNING)
+    if is_embedded(address):
+        cpus = int(num_cpus or os.environ.get("S4OP_NUM_CPUS") or len(os.sched_getaffinity(0)))
+        ray.init(address="local", num_cpus=cpus, object_store_memory=200 * 1024**2,
+                 _system_config=system_config(cpus), **common)
+    else:
+        ray.init(address=address, **common)
+    return RayHandle(True, int(ray.cluster_resources().get("CPU", 1)), is_embedded(address))
+
+
+def stop_ray(handle: RayHandle | None) -> None:
+    """Shut down the Ray this driver started (never another's)."""
+    global _STARTED_HERE
+    if handle is not None and handle.started_here:
+        import ray
+
+        ray.shutdown()
+        _STARTED_HERE = False
+
+
+def wait_for_idle_workers(n: int, timeout_s: float = 60.0, settle_s: float = 1.0) -> bool:
+    """Wait until this driver's embedded Ray has `n` idle worker processes that used no CPU for
+    `settle_s` (their preload done); False after `timeout_s`. For benchmarks and tests, which
+    start a stage right after `ray.init` where a search has its stage 0 first."""
+    import psutil
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        idle = [c for c in psutil.Process().children(recursive=True) if c.name() == "ray::IDLE"]
+        try:
+            before = [sum(c.cpu_times()[:2]) for c in idle]
+            time.sleep(settle_s)
+            busy = [sum(c.cpu_times()[:2]) - b for c, b in zip(idle, before)]
+        except psutil.Error:
+            continue
+        if len(idle) >= n and max(busy) < 0.01 * settle_s:
+            return True
+    return False

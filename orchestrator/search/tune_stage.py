@@ -1,0 +1,159 @@
+"""A stage as a Ray Tune experiment: the driver's only `ray.tune` module.
+
+`tuner` makes stage k's Tuner (grid over seeds, or Optuna samples of seed, allocation base and lr
+within `search_spaces` ranges) or restores the interrupted one from its storage; `run_stage_trials`
+fits it and returns each trial's (sample, name, final result or last metrics, error). Tune's trial
+events reach the console view and the trial tracking through `_TrialEvents`, which names each trial
+once (`TrialContext.trial_name`) and hands plain values on.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from ray import tune
+
+from orchestrator.search.ledger import candidate_row
+from orchestrator.search.view import ViewEvents
+from orchestrator.tracking.tune_callback import TrialTracking
+from workers.candidate import TrialSample
+
+log = logging.getLogger("s4op.tune_stage")
+
+OPTUNA_BASE_RANGE = (1.25, 3.0)  # allocation base sampled uniformly in this range
+OPTUNA_LR_FACTOR = 3.0  # fine-tuning lr sampled log-uniformly in [lr / f, lr * f]
+
+
+class _TrialEvents(tune.Callback):
+    """Tune's trial events -> our listeners (the view, the trial tracking). Holds no state."""
+
+    listeners = (ViewEvents(), TrialTracking())
+
+    @staticmethod
+    def _of(trial):
+        ctx = trial.config["ctx"].with_working_copy()
+        sample = TrialSample.of(trial.config, ctx)
+        return ctx, sample, ctx.trial_name(sample.seed, trial.trial_id)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        ctx, sample, name = self._of(trial)
+        for listener in self.listeners:
+            listener.trial_started(ctx, candidate_row(ctx, sample, name))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        ctx, _, name = self._of(trial)
+        for listener in self.listeners:
+            listener.trial_result(ctx, name, result)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        name = self._of(trial)[2]
+        for listener in self.listeners:
+            listener.trial_completed(name, (trial.last_result or {}).get("val_metric"))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        name = self._of(trial)[2]
+        for listener in self.listeners:
+            listener.trial_failed(name)
+
+
+def param_space(cfg, trial_ctx) -> dict:
+    s = cfg.search
+    if s.algorithm.kind == "optuna":
+        lr = float(s.finetune.lr)
+        return {"seed": tune.choice(cfg.seed_list), "alloc_base": tune.uniform(*OPTUNA_BASE_RANGE),
+                "lr": tune.loguniform(lr / OPTUNA_LR_FACTOR, lr * OPTUNA_LR_FACTOR), "ctx": trial_ctx}
+    return {"seed": tune.grid_search(cfg.seed_list), "ctx": trial_ctx}
+
+
+def tuner(cfg, k: int, trial_ctx, storage: tuple, total_cpus: int) -> tune.Tuner:
+    """A new Tuner for stage k, or the interrupted one restored from `storage` =
+    (experiment path, storage_path, pyarrow filesystem or None)."""
+    from workers.trial import run_trial
+
+    s = cfg.search
+    resources = {"cpu": float(cfg.resources.cpu), "gpu": float(cfg.resources.gpu)}
+    trainable = tune.with_resources(run_trial, resources)
+    path, storage_path, fs = storage
+    space = param_space(cfg, trial_ctx)
+    if tune.Tuner.can_restore(str(path), storage_filesystem=fs):
+        return tune.Tuner.restore(str(path), trainable, resume_errored=True, param_space=space,
+                                  storage_filesystem=fs)
+    per_node = max(1, int(total_cpus // max(resources["cpu"], 1e-9)))
+    concurrent = cfg.resources.max_concurrent or per_node
+    search_alg, samples = None, 1
+    if s.algorithm.kind == "optuna":
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        sampler = optuna.samplers.TPESampler(seed=int(s.algorithm.seed) + k)
+        search_alg = OptunaSearch(metric=s.metric, mode="max", sampler=sampler)  # in-memory storage
+        samples = int(s.algorithm.samples)
+    return tune.Tuner(
+        trainable,
+        param_space=space,
+        tune_config=tune.TuneConfig(num_samples=samples, search_alg=search_alg,
+                                    max_concurrent_trials=int(concurrent), reuse_actors=True),
+        run_config=tune.RunConfig(
+            name=f"stage-{k}", storage_path=storage_path, storage_filesystem=fs, verbose=0,
+            failure_config=tune.FailureConfig(max_failures=2),
+            # object store: Tune deleting old checkpoints races its lagging state upload (a killed driver's
+            # state can name a deleted one); they are pruned when the stage completes (disk.prune_checkpoints)
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2 if fs is None else None),
+            callbacks=[_TrialEvents()]),
+    )
+
+
+def ended_stage_results(cfg, storage: tuple):
+    """The results of an interrupted stage whose trials had all finished before the driver died,
+    or None. Tune's restore can then leave its searcher unfinished (its state and the experiment
+    state are saved separately, and on an object store uploaded separately), and `fit()` would wait
+    forever for a next trial; the finished trials' results are read from the experiment state."""
+    from ray.tune import ExperimentAnalysis
+    from ray.tune.result_grid import ResultGrid
+
+    path, _, fs = storage
+    if not tune.Tuner.can_restore(str(path), storage_filesystem=fs):
+        return None
+    try:
+        grid = ResultGrid(ExperimentAnalysis(str(path), storage_filesystem=fs))
+    except Exception as exc:  # noqa: BLE001 - an unreadable state: let Tune's own restore decide
+        log.debug("restored results not readable (%s)", exc)
+        return None
+    s = cfg.search
+    expected = len(cfg.seed_list) if s.algorithm.kind == "grid" else int(s.algorithm.samples)
+    if len(grid) >= expected and all((r.metrics or {}).get("final") for r in grid):
+        return grid
+    return None
+
+
+@dataclass
+class TrialOutcome:
+    sample: TrialSample
+    name: str
+    result: dict  # the final result (`final` True) or the last metrics reported
+    error: str | None
+
+
+def outcomes(grid, trial_ctx) -> list[TrialOutcome]:
+    out = []
+    for r in grid:
+        m = dict(r.metrics or {})
+        config = dict(r.config or {})
+        config.setdefault("seed", m.get("seed", -1))
+        sample = TrialSample.of(config, trial_ctx)
+        name = trial_ctx.trial_name(sample.seed, m.get("trial_id") or Path(r.path).name)
+        error = None if m.get("final") else (str(r.error).strip().splitlines() or ["no final report"])[-1][:500]
+        out.append(TrialOutcome(sample, name, m, error))
+    return out
+
+
+def run_stage_trials(cfg, k: int, trial_ctx, storage: tuple, total_cpus: int, note=print) -> list[TrialOutcome]:
+    """Fit stage k (or read its results, when every trial had ended before an interruption)."""
+    grid = ended_stage_results(cfg, storage)
+    if grid is not None:
+        note(f"stage {k}: every trial had finished before the interruption; not running it again")
+    else:
+        grid = tuner(cfg, k, trial_ctx, storage, total_cpus).fit()
+    return outcomes(grid, trial_ctx)
