@@ -34,7 +34,7 @@ check-lock: setup
 	$(PY) devtools/check_lock.py $(LOCK)
 
 demo: setup
-	$(S4OP) search cpu-listops-s4d --storage $(DEMO_STORAGE) --name demo-$$(date -u +%Y%m%d-%H%M%S)
+	$(S4OP) search demo-listops-s4d --storage $(DEMO_STORAGE) --name demo-$$(date -u +%Y%m%d-%H%M%S)
 
 test: setup
 	$(PY) -m pytest tests

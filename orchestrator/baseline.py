@@ -30,7 +30,24 @@ def prepare_data(cfg) -> tuple[Any, str]:
                       seed=gen.seed, options=dict(gen.options))
     splits = load_task(cfg.task.name, data_dir, max_len=cfg.task.max_len, val_fraction=cfg.task.val_fraction,
                        loader=cfg.task.loader, metric=cfg.task.metric)
-    return splits, fingerprint(data_dir)
+    data_fp = fingerprint(data_dir)
+    say_truncation_once(splits, data_fp)
+    return splits, data_fp
+
+
+_TRUNCATION_SAID: set[tuple[str, int]] = set()  # (data fingerprint, L) already reported in this process
+
+
+def say_truncation_once(splits, data_fp: str) -> None:
+    """Print, once per process and data/L, one line per split that `task.max_len` truncates."""
+    from workers.data.tasks import truncation_notes
+
+    key = (data_fp, int(splits.train.x.shape[1]))
+    if key in _TRUNCATION_SAID:
+        return
+    _TRUNCATION_SAID.add(key)
+    for note in truncation_notes(splits):
+        print(note, flush=True)
 
 
 def build_model(cfg, info):
@@ -67,7 +84,7 @@ def train_baseline(cfg, out_dir: str | os.PathLike, *, tracking_uri: str | None 
     from rich.console import Console
 
     from workers.checkpoint import save_checkpoint
-    from workers.metrics import majority_rate
+    from workers.metrics import MAJORITY_BASELINE, majority_baseline
     from workers.training import evaluate, fit
 
     console = console or Console(highlight=False, soft_wrap=True)
@@ -79,13 +96,14 @@ def train_baseline(cfg, out_dir: str | os.PathLike, *, tracking_uri: str | None 
     out_dir.mkdir(parents=True, exist_ok=True)
     info = splits.info
     data_s = time.perf_counter() - t0
-    majority = majority_rate(splits.val.y, multilabel=bool(info.multilabel))
+    majority = majority_baseline(splits.train.y, splits.val.y, multilabel=bool(info.multilabel))
     model = build_model(cfg, info)
     n_params = sum(p.numel() for p in model.parameters())
     console.print(f"[bold]{cfg.name}[/]: {cfg.model.kind} H={cfg.model.d_model} layers={cfg.model.n_layers} "
                   f"N={cfg.model.d_state} ({n_params:,} params) on {info.name} "
                   f"(train {len(splits.train.y)}, val {len(splits.val.y)}, test {len(splits.test.y)}; "
                   f"majority val {info.metric} {majority:.3f}; data {data_s:.1f}s)")
+    console.print(f"majority = {MAJORITY_BASELINE}")
 
     from orchestrator.tracking.baseline_run import BaselineRun
 

@@ -4,12 +4,14 @@ Every policy returns `pruned[i]`, the number of channels of layer i (i = 0 is ne
 that are pruned at rate r, counted against the original H channels; a search prunes
 `pruned[i] - already_pruned[i]` more channels when it moves from one rate to the next.
 
-- depth-aware (the paper's Algorithm 1, as the S4oP reference computes it): a target of
+- depth-aware (the paper's Algorithm 1, as the S4oP reference computes it, made monotone in the rate;
+  see `depth_aware` for exactly where the two differ): a target of
   T = round(r * H * n) channels; layers 1..n-1 get weights base^i, normalised over the layers
   still open; each pass gives layer i round(w_i * remaining); a layer that would reach H - 1 is
   capped at H - 1 and leaves the pool; passes repeat on what is left. Layer 0 joins only once all
   deeper layers are saturated. Every layer keeps at least one channel, so at most n * (H - 1) can
-  be pruned: `allocate_report(...).reached` says what was reached when T is beyond that.
+  be pruned: `allocate_report(...).reached` says what was reached when T is beyond that. A
+  single-layer model is pruned (its only layer is layer 0); the reference never prunes one.
 - uniform: round(r * H) in every layer (capped at H - 1).
 - random: T channels placed at random over all n * H slots by walking one seeded permutation
   and skipping layers already at H - 1 (so a higher rate only adds channels).
@@ -108,11 +110,18 @@ def depth_aware(target: int, n_layers: int, channels: int, *, base: float = 2.0)
     """Algorithm 1, made monotone in the target so that incremental stages nest.
 
     Returns pruned[i] <= H - 1 for every layer, summing to min(target, n * (H - 1)), and never
-    smaller in any layer than for a lower target. Algorithm 1's passes are not monotone for a
-    few small-H / many-layer shapes (e.g. n = 6, H = 7, T = 21 -> 22 moves a channel from layer
-    2 back to layer 1); where that happens, T gets T - 1's counts plus one channel in the layer
-    Algorithm 1 favours most. For the paper's shapes (n <= 8, H >= 8) the result equals
-    Algorithm 1 exactly. Shapes with n * H > `MONOTONE_SWEEP_LIMIT` use Algorithm 1 as is.
+    smaller in any layer than for a lower target. Algorithm 1's own passes are not monotone in T
+    for some shapes with n >= 6 layers (e.g. n = 6, H = 7, T = 21 -> 22 moves a channel from layer
+    2 back to layer 1); there T gets T - 1's counts plus one channel in the layer Algorithm 1
+    favours most, and the counts can stay off Algorithm 1's for a few more targets, until its
+    counts are again >= ours in every layer. Where the two differ, the totals are equal, layer 0
+    and the saturated layers agree, and one channel (rarely two) sits in a different layer among
+    layers 1-4. Measured over n = 1..8, H = 8..256 and rates 0.01..0.99 (step 0.01): 175 of the
+    197,208 (n, H, rate) points differ, all with n >= 6, none at the paper's rates 10/30/50/70/90 %
+    with H = 64, 128 or 256; e.g. n = 8, H = 100, rate 0.49 (T = 392): ours [0, 7, 12, 24, 52, 99,
+    99, 99], Algorithm 1 [0, 6, 12, 25, 52, 99, 99, 99]. `algorithm1` gives the reference's counts.
+    A single-layer model (n = 1) is pruned here (layer 0 is the only layer); the reference never
+    prunes it. Shapes with n * H > `MONOTONE_SWEEP_LIMIT` use Algorithm 1 as is.
     """
     cap = channels - 1
     target = max(0, min(int(target), n_layers * cap))

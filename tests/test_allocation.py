@@ -120,3 +120,25 @@ def test_bad_arguments_raise_config_error(kwargs, message):
     with pytest.raises(ConfigError) as info:
         allocate(args.pop("policy"), args.pop("rate"), args.pop("n_layers"), args.pop("channels"), **args)
     assert message in str(info.value)
+
+
+def test_depth_aware_differs_from_algorithm1_only_as_documented():
+    """The docstring's claim on a sub-grid: differences only for n >= 6, same total, same layer 0 and
+    saturated layers, at most two channels in other layers among 1-4; the documented example."""
+    assert depth_aware(392, 8, 100) == [0, 7, 12, 24, 52, 99, 99, 99]
+    assert algorithm1(392, 8, 100) == [0, 6, 12, 25, 52, 99, 99, 99]
+    seen = 0
+    for n in range(1, 9):
+        for H in range(8, 41):
+            for k in range(1, 100):
+                T = round(k / 100 * H * n)
+                ours, ref = depth_aware(T, n, H), algorithm1(min(T, n * (H - 1)), n, H)
+                if ours == ref:
+                    continue
+                seen += 1
+                moved = [i for i, (a, b) in enumerate(zip(ours, ref)) if a != b]
+                assert n >= 6 and sum(ours) == sum(ref)
+                assert ours[0] == ref[0] and set(moved) <= {1, 2, 3, 4}
+                assert sum(abs(a - b) for a, b in zip(ours, ref)) <= 4
+    assert seen > 0  # the grid does hold such points (n = 6, H = 11, rate 0.56 among them)
+    assert depth_aware(37, 6, 11) != algorithm1(37, 6, 11)

@@ -80,7 +80,7 @@ def test_cpu_presets_are_small_and_generate_their_data():
         for m in MODELS:
             cfg = load_search_config(f"cpu-{t}-{m}")
             assert cfg.model.d_model <= 128 and cfg.model.n_layers <= 4
-            assert cfg.task.max_len <= 512
+            assert cfg.task.max_len is None or cfg.task.max_len <= 512
             assert cfg.task.generate is not None and cfg.task.generate.train <= 5000
             assert cfg.latency.device == "cpu" and cfg.resources.gpu == 0
 
@@ -276,8 +276,11 @@ def test_cpu_preset_generate_options_are_accepted_by_the_generators(task, tmp_pa
     out = generate_task(task, tmp_path / task, size={"train": 40, "val": 10, "test": 10}, seed=g.seed,
                         options=g.options)
     splits = load_task(task, out, max_len=cfg.task.max_len, val_fraction=cfg.task.val_fraction)
-    assert splits.train.x.shape[1] <= cfg.task.max_len
+    assert splits.train.x.shape[1] <= (cfg.task.max_len or 512)
     assert len(splits.train.y) + len(splits.val.y) >= 40
+    # a CPU preset's explicit max_len fits its own generated data: nothing is truncated
+    assert all(not (getattr(splits, k).original_lengths() > splits.train.x.shape[1]).any()
+               for k in ("train", "val", "test"))
 
 
 def test_one_bad_seed_is_one_problem_and_preset_file_names_resolve():

@@ -112,7 +112,30 @@ def test_cli_generate_then_info(tmp_path, capsys):
     assert [info["splits"][k]["n"] for k in ("train", "val", "test")] == [30, 5, 6]
     assert info["L"] == 40 and info["fingerprint"] == fingerprint(out)
     code, stdout, _ = run_cli(["data", "info", "listops", str(out)], capsys)
-    assert code == 0 and "majority-class rate" in stdout
+    assert code == 0 and "majority = majority baseline (train's most frequent class" in stdout
+    assert "truncates" not in stdout  # max_len null: the longest sequence, nothing cut
+
+
+def test_cli_info_says_what_max_len_truncates_once_per_split(tmp_path, capsys):
+    from workers.data import load_task
+    from workers.metrics import majority_baseline
+
+    out = tmp_path / "lo"
+    assert run_cli(["data", "generate", "listops", "--out", str(out), "--size", "train=30,val=8,test=8",
+                    *LISTOPS], capsys)[0] == 0
+    whole = load_task("listops", out)
+    code, stdout, _ = run_cli(["data", "info", "listops", str(out), "--max-len", "12"], capsys)
+    assert code == 0
+    notes = [line for line in stdout.splitlines() if "truncates" in line]
+    cut = {k: int((getattr(whole, k).lengths > 12).sum()) for k in ("train", "val", "test")}
+    assert len(notes) == sum(1 for v in cut.values() if v)
+    assert f"truncates {cut['train']:,} of 30 train sequences (longest {int(whole.train.lengths.max()):,} tokens)" \
+        in notes[0]
+    code, stdout, _ = run_cli(["data", "info", "listops", str(out), "--json"], capsys)
+    info = json.loads(stdout)
+    # the val figure is the one `s4op train` prints: train's majority class scored on val
+    assert info["splits"]["val"]["majority_rate"] == round(majority_baseline(whole.train.y, whole.val.y), 4)
+    assert info["truncated"] == [] and "train's most frequent class" in info["majority_definition"]
 
 
 def test_cli_refuses_non_empty_unless_force_and_reports_errors(tmp_path, capsys):

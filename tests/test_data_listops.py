@@ -85,8 +85,11 @@ def test_loader_shapes_tokens_and_padding(demo):
     assert s.train.x[0, :s.train.lengths[0]].tolist() == ids[:64].tolist()
     assert (s.train.x[0, s.train.lengths[0]:] == 0).all()
     assert s.train.y[0] == int(rows[0][1])
-    full = load_task("listops", demo)  # default length 2048
-    assert full.train.x.shape[1] == 2048 and (full.train.lengths < OPTS["max_len"]).all()
+    full = load_task("listops", demo)  # max_len None: the longest sequence of the three files
+    longest = max(len(listops.tokenize(src)) for split in ("train", "val", "test")
+                  for src, _ in _rows(demo / f"basic_{split}.tsv")[1])
+    assert full.train.x.shape[1] == longest and (full.train.lengths < OPTS["max_len"]).all()
+    assert (full.train.lengths == full.train.full_lengths).all()
 
 
 def test_val_carved_from_train_when_no_val_file(demo, tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from cluster.local import client_env, load_state, session_processes, start_local_cluster, stop_local_cluster
-from orchestrator import ledger
+from orchestrator.search import ledger
 from support import tiny_search_config, write_config
 
 RESOURCE = "edge-test"

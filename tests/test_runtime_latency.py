@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from orchestrator import ledger
+from orchestrator.search import ledger
 from search_spaces.config import SearchConfig
 from search_spaces.errors import ConfigError, LatencyError
 from support import tiny_model
@@ -199,7 +199,7 @@ def test_ledger_rows_carry_the_runtime_and_the_node(tmp_path):
 
 
 def test_report_shows_step_latency_beside_sequence_latency_only_when_present(tmp_path):
-    from orchestrator.report import display_table, load_search, table_ii
+    from orchestrator.reports.table import display_table, load_search, table_ii
     from report_fixtures import write_search
 
     write_search(tmp_path, rates=(0.5,))
@@ -230,7 +230,7 @@ def test_local_cluster_latency_node_name_is_checked(tmp_path):
 def test_measuring_on_a_latency_node_without_ray_is_refused():
     import ray
 
-    from orchestrator.stage_latency import measure_stage
+    from orchestrator.search.stage_latency import measure_stage
 
     if ray.is_initialized():  # pragma: no cover - another test left Ray running
         pytest.skip("Ray is running in this process")

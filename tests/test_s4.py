@@ -134,8 +134,9 @@ def test_ssm_parameters_carry_their_optimiser_settings():
 
 def test_legs_init_reproduces_hippo_legs_kernel():
     """With the HiPPO-LegS init the DPLR system is the LegS matrix in another basis: its kernel
-    with C = V^* e (e = projection on the real basis) equals the real LegS system's kernel."""
-    from workers.models.s4d import legs_normal_eigen
+    with C = V^* e (e = projection on the real basis) equals the real LegS system's kernel.
+    The init clips Im(B) to [-2, 2] like the S4 authors; the equivalence holds for the unclipped B."""
+    from workers.models.s4d import legs_B, legs_normal_eigen
 
     N, L, dt = 8, 20, 0.1
     torch.manual_seed(0)
@@ -145,6 +146,7 @@ def test_legs_init_reproduces_hippo_legs_kernel():
     with torch.no_grad():
         kernel.log_dt.fill_(math.log(dt))
         kernel.C.copy_(torch.view_as_real((c_real.to(torch.complex128) @ V)[None, None]))  # C V
+        kernel.B.copy_(torch.view_as_real(legs_B(N, clip=None)[None]))  # (1 N/2 2) V^* B unclipped
     n = torch.arange(N, dtype=torch.float64)
     A = -torch.tril(q[:, None] * q[None, :], -1) - torch.diag(n + 1)  # (N N) HiPPO-LegS
     I = torch.eye(N, dtype=torch.float64)

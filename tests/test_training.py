@@ -13,7 +13,7 @@ import support
 
 from search_spaces.errors import CheckpointError, DataError
 from workers.batches import eval_batches, n_train_batches, train_batches, train_order
-from workers.metrics import accuracy, macro_f1, majority_rate, metric_from_logits
+from workers.metrics import accuracy, macro_f1, majority_baseline, metric_from_logits
 from workers.models import ModelSpec, S4Model
 from workers.training import TrainState, evaluate, fit, lr_factor
 
@@ -85,7 +85,8 @@ def test_metric_from_logits_thresholds_multilabel_at_half():
     y = np.array([[1.0, 0.0], [0.0, 1.0]])
     assert metric_from_logits(logits, y, multilabel=True) == 1.0
     assert metric_from_logits(logits, np.array([0, 1]), multilabel=False) == 1.0
-    assert majority_rate(np.array([0, 0, 0, 1])) == 0.75
+    assert majority_baseline(np.array([0, 0, 0, 1]), np.array([0, 0, 0, 1])) == 0.75
+    assert majority_baseline(np.array([0, 0, 0, 1]), np.array([1, 1, 0, 1])) == 0.25  # train's class, scored on y
 
 
 # ------------------------------------------------------------------------------------- batches
@@ -154,7 +155,7 @@ def test_fit_learns_the_toy_task_above_majority():
     splits = toy_splits(n_train=160, n_val=64)
     model = tiny_model(dropout=0.0)
     result = fit(model, splits, **{**FIT, "epochs": 8, "lr": 0.02})
-    majority = majority_rate(splits.val.y)
+    majority = majority_baseline(splits.train.y, splits.val.y)
     assert result.best_val_metric >= majority + 0.2, (result.best_val_metric, majority)
     assert result.history[-1].train_loss < result.history[0].train_loss
     assert evaluate(model, splits.val, splits.info, batch_size=16) == result.best_val_metric

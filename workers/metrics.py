@@ -52,14 +52,19 @@ def metric_from_logits(logits: np.ndarray, y: np.ndarray, *, multilabel: bool) -
     return accuracy(np.argmax(logits, axis=-1), y)
 
 
-def majority_rate(y: np.ndarray, *, multilabel: bool = False) -> float:
-    """The metric of the constant majority prediction: the most frequent class's share (single-
-    label), or macro-F1 of predicting each label's majority value (multi-label)."""
-    y = np.asarray(y)
-    if y.size == 0:
+MAJORITY_BASELINE = "majority baseline (train's most frequent class, or each label's majority value, scored on the split)"
+
+
+def majority_baseline(train_y: np.ndarray, y: np.ndarray, *, multilabel: bool = False) -> float:
+    """The task metric of always answering what is most frequent in train, scored on `y`: the share
+    of `y` in train's most frequent class (single-label), or the macro-F1 of predicting each label's
+    train-majority value (multi-label). The one majority baseline `s4op data info` and `s4op train`
+    print (`MAJORITY_BASELINE` names it). train_y, y: (n,) class ids or (n c) 0/1 labels."""
+    train_y, y = np.asarray(train_y), np.asarray(y)
+    if y.size == 0 or train_y.size == 0:
         return float("nan")
     if multilabel:
-        pred = np.broadcast_to(y.mean(axis=0) > 0.5, y.shape)  # (n c)
+        pred = np.broadcast_to(train_y.mean(axis=0) > 0.5, y.shape)  # (n c)
         return macro_f1(pred, y)
-    _, counts = np.unique(y, return_counts=True)
-    return float(counts.max() / y.shape[0])
+    values, counts = np.unique(train_y, return_counts=True)
+    return float(np.mean(y == values[np.argmax(counts)]))

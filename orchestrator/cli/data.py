@@ -97,9 +97,10 @@ def info(
     loader: Optional[str] = typer.Option(None, "--loader", help="Task python: package.module:function."),
     metric: Optional[str] = typer.Option(None, "--metric", help="Tasks parquet, python: accuracy | macro_f1."),
 ) -> None:
-    """Print split sizes, lengths and label distribution (majority-class rate) of a data folder."""
+    """Print split sizes, lengths, label distribution and majority baseline of a data folder, and
+    how many sequences --max-len truncates (lengths shown are those in the files)."""
     from workers.data import fingerprint, load_task
-    from workers.data.tasks import summarize
+    from workers.data.tasks import summarize, truncation_notes
 
     splits = load_task(task, data_dir, max_len=max_len, val_fraction=val_fraction, seed=seed, loader=loader,
                        metric=metric)
@@ -115,16 +116,20 @@ def info(
     labels = "labels (multi-label)" if summary["multilabel"] else "classes"
     typer.echo(f"input {summary['input_kind']}, {what} {summary['d_input']}, {summary['n_classes']} {labels}, "
                f"longest sequence {summary['longest']}")
+    typer.echo(f"majority = {summary['majority_definition']}")
     for name, d in summary["splits"].items():
         line = f"  {name:<5} n={d['n']:<7}"
         if d["n"]:
             line += f" length min/mean/max {d['length_min']}/{d['length_mean']}/{d['length_max']}"
-        if "majority_rate" in d:
-            line += f"  majority-class rate {d['majority_rate']:.3f}  counts {d['class_counts']}"
+        line += f"  majority {summary['metric']} {d['majority_rate']:.3f}"
+        if "class_counts" in d:
+            line += f"  counts {d['class_counts']}"
         else:
             rates = " ".join(f"{k}={v:.3f}" for k, v in d["positive_rate"].items())
             line += f"  positive rate {rates}  no label {d['no_label_rate']:.3f}"
         typer.echo(line)
+    for note in truncation_notes(splits):
+        typer.echo(note)
 
 
 def register(app: typer.Typer) -> None:

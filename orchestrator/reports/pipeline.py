@@ -104,8 +104,8 @@ def build_report(search_dir: str | os.PathLike, out_dir: str | os.PathLike | Non
     Returns dict(markdown: {label: str}, files: [Path], mlflow_run_id: str | None).
     """
     from orchestrator.reports import plots
-    from orchestrator.reports.table import (completed_trials, display_table, kept_matrix, load_search, table_ii,
-                                     to_markdown, write_table)
+    from orchestrator.reports.table import (completed_trials, display_table, kept_matrix, latency_protocol,
+                                            load_search, table_ii, to_markdown, write_table)
     from orchestrator.reports.html import render_report
     from orchestrator.tracking.report_run import log_report
 
@@ -120,7 +120,9 @@ def build_report(search_dir: str | os.PathLike, out_dir: str | os.PathLike | Non
 
         both = pd.concat([t.assign(label=label) for label, t in tables.items()], ignore_index=True)
         files += write_table(both, out, "table_ii_compare")
-    markdown = {label: to_markdown(display_table(t)) for label, t in tables.items()}
+    protocols = {label: latency_protocol(s) for label, s in zip(labels, searches)}
+    markdown = {label: to_markdown(display_table(t)) + (f"\n\n{protocols[label]}" if protocols[label] else "")
+                for label, t in tables.items()}
     figures = [
         ("Metric vs pruning rate", plots.plot_metric_vs_rate(tables, out / "metric_vs_rate.png")),
         ("Latency vs pruning rate", plots.plot_latency_vs_rate(tables, out / "latency_vs_rate.png")),
@@ -139,7 +141,8 @@ def build_report(search_dir: str | os.PathLike, out_dir: str | os.PathLike | Non
         f"s4op report: {' vs '.join(labels)}",
         {f"Table II: {label}": display_table(t) for label, t in tables.items()},
         figures, out / "report.html",
-        notes=[f"{label}: {s.folder.resolve()}" for label, s in zip(labels, searches)])
+        notes=[f"{label}: {s.folder.resolve()}" for label, s in zip(labels, searches)]
+        + [f"{label}: {p}" for label, p in protocols.items() if p])
     files.append(page)
     run_id, versions = None, {}
     if log_to_mlflow:

@@ -81,7 +81,10 @@ def run_locked(search_dir: Path, cfg, meta: dict, *, address, view, num_cpus) ->
             best = run_rate_stage(ctx, k, float(rate), parent)
             parent = best if s.mode == "incremental" else baseline
         ctx.tracker.finish(ctx.search_run_id)
-        ctx.view.finish(ledger.stage_rows(search_dir), metric_name=ctx.splits.info.metric)
+        from orchestrator.latency_noise import protocol_from_config
+
+        ctx.view.finish(ledger.stage_rows(search_dir), metric_name=ctx.splits.info.metric,
+                        protocol=protocol_from_config(cfg.latency, ctx.splits.test.x.shape[1]))
     finally:
         ctx.view.stop()
         stop_ray(ctx.ray)

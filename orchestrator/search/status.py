@@ -20,7 +20,8 @@ from search_spaces.errors import SearchStateError
 
 
 _STAGE_FIELDS = ("stage", "rate", "status", "n_trials", "n_failed", "best_trial_id", "best_seed", "val_metric",
-                 "test_metric", "latency_p50_ms", "speedup_pct", "params", "param_reduction_pct", "checkpoint",
+                 "test_metric", "latency_p50_ms", "latency_p90_ms", "speedup_pct", "params", "param_reduction_pct",
+                 "checkpoint",
                  "metric_name")
 
 
@@ -93,7 +94,16 @@ def search_status(search_dir: str | os.PathLike, *, work_dir: str | os.PathLike 
         "driver": {"running": running, **(owner or {})} if owner else {"running": False},
         "disk_bytes": usage["total"] if store is not None else folder_bytes(search_dir),
         "disk": usage,
+        "latency_protocol": _protocol(cfg, trials),
     }
+
+
+def _protocol(cfg, trials) -> str:
+    """The latency protocol line: the config's section, the length the trials were timed at."""
+    from orchestrator.latency_noise import protocol_from_config
+
+    lengths = [t.latency_length for t in trials if getattr(t, "latency_length", None) is not None]
+    return protocol_from_config(cfg.latency, max(lengths) if lengths else None)
 
 
 def format_status(st: dict) -> str:
@@ -113,7 +123,8 @@ def format_status(st: dict) -> str:
     if st["stages"]:
         stages = [ledger.stage_row(r) for r in st["stages"]]
         names = [r.metric_name for r in stages if r.metric_name]
-        lines.append(summary_table(stages, metric_name=names[0] if names else "metric"))
+        lines.append(summary_table(stages, metric_name=names[0] if names else "metric",
+                                   protocol=st.get("latency_protocol")))
     if st["in_progress"]:
         p = st["in_progress"]
         lines.append(f"in progress: stage {p['stage']} (rate {p['rate']:g}): {len(p['trials_started'])} trials started, "

@@ -33,6 +33,7 @@ class SearchView:
         self.stage, self.rate, self.n_trials = 0, 0.0, 0
         self.running, self.done, self.failed = set(), set(), set()
         self.best: dict | None = None
+        self.dense: dict | None = None  # stage 0's row: the reference of "within noise"
         self.stage_times: list[float] = []
         self.stage_t0 = time.time()
         self._live = None
@@ -82,14 +83,22 @@ class SearchView:
         self._emit(self.status_line() + f"  ({trial} {event}{'' if val_metric is None else ' val ' + _fmt(val_metric, '.4f')})")
 
     def stage_finished(self, k: int, row) -> None:
+        from orchestrator.latency_noise import latency_change_text
+
         row = row if isinstance(row, dict) else asdict(row)
         if k > 0:
             self.stage_times.append(time.time() - self.stage_t0)
+        else:
+            self.dense = row
         if self.best is None or k > 0:
             self.best = row
+        dense = self.dense or {}
+        change = latency_change_text(row.get("speedup_pct"), row.get("latency_p50_ms"), row.get("latency_p90_ms"),
+                                     dense.get("latency_p50_ms"), dense.get("latency_p90_ms"), dense=k == 0)
+        change += "" if change in ("-", "within noise") else " %"
         self._emit(f"[{self.elapsed()}] stage {k} done: best {row.get('best_trial_id')} "
                    f"val {_fmt(row.get('val_metric'), '.4f')} test {_fmt(row.get('test_metric'), '.4f')} "
-                   f"latency {_fmt(row.get('latency_p50_ms'), '.3f')} ms ({_fmt(row.get('speedup_pct'), '+.1f')} %) "
+                   f"latency {_fmt(row.get('latency_p50_ms'), '.3f')} ms (speedup {change}) "
                    f"params {row.get('params')}; ETA {self.eta()}")
 
     def note(self, text: str) -> None:
@@ -116,8 +125,8 @@ class SearchView:
 
         return Text(self.status_line())
 
-    def finish(self, stages, *, metric_name: str = "val_metric") -> None:
-        self._emit(summary_table(stages, metric_name=metric_name))
+    def finish(self, stages, *, metric_name: str = "val_metric", protocol: str | None = None) -> None:
+        self._emit(summary_table(stages, metric_name=metric_name, protocol=protocol))
 
 
 def _clock(seconds: float) -> str:
@@ -125,15 +134,27 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def summary_table(stages, *, metric_name: str = "val_metric") -> str:
-    """The paper's Table II columns as plain text, one line per stage (`stages`: ledger `StageRow`s)."""
-    head = f"{'stage':>5} {'rate':>5} {'val ' + metric_name:>14} {'test':>8} {'latency ms':>11} {'speedup %':>10} {'params':>10} {'reduction %':>12} {'best':>10}"
+def summary_table(stages, *, metric_name: str = "val_metric", protocol: str | None = None) -> str:
+    """The paper's Table II columns as plain text, one line per stage (`stages`: ledger `StageRow`s);
+    a latency that differs from the dense one by less than their p50-p90 spread reads "within noise";
+    `protocol` (the latency protocol line) is printed under the table."""
+    from orchestrator.latency_noise import latency_change_text
+
+    head = f"{'stage':>5} {'rate':>5} {'val ' + metric_name:>14} {'test':>8} {'latency ms':>11} {'speedup %':>12} {'params':>10} {'reduction %':>12} {'best':>10}"
     lines = [head, "-" * len(head)]
-    for r in sorted(stages, key=lambda r: r.stage):
+    ordered = sorted(stages, key=lambda r: r.stage)
+    dense = next((r for r in ordered if r.stage == 0), None)
+    dense_p50 = dense.latency_p50_ms if dense is not None else None
+    dense_p90 = getattr(dense, "latency_p90_ms", None) if dense is not None else None
+    for r in ordered:
+        change = latency_change_text(r.speedup_pct, r.latency_p50_ms, getattr(r, "latency_p90_ms", None), dense_p50,
+                                     dense_p90, dense=r.stage == 0)
         lines.append(f"{r.stage:>5} {r.rate or 0.0:>5.2f} {_fmt(r.val_metric, '.4f'):>14} "
                      f"{_fmt(r.test_metric, '.4f'):>8} {_fmt(r.latency_p50_ms, '.3f'):>11} "
-                     f"{_fmt(r.speedup_pct, '+.1f'):>10} {'-' if r.params is None else r.params:>10} "
+                     f"{change:>12} {'-' if r.params is None else r.params:>10} "
                      f"{_fmt(r.param_reduction_pct, '.1f'):>12} {r.best_trial_id or '-':>10}")
+    if protocol:
+        lines.append(protocol)
     return "\n".join(lines)
 
 

@@ -108,6 +108,16 @@ class ModelSection(_Section):
         return v
 
     @model_validator(mode="after")
+    def _s4_is_bilinear(self) -> "ModelSection":
+        """S4's DPLR kernel is bilinear only: an unset disc becomes bilinear, an explicit zoh is refused."""
+        if self.kind == "s4" and self.disc == "zoh":
+            if "disc" in self.model_fields_set:
+                raise ValueError("model.disc='zoh' with model.kind='s4': expected bilinear "
+                                 "(the S4 DPLR kernel is bilinear only; use kind s4d for zoh)")
+            self.disc = "bilinear"
+        return self
+
+    @model_validator(mode="after")
     def _dt_range(self) -> "ModelSection":
         if self.dt_min > self.dt_max:
             raise ValueError(f"model.dt_min={self.dt_min} must not exceed model.dt_max={self.dt_max}")

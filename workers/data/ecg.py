@@ -261,6 +261,19 @@ def read_part(path: Path, labels: dict[int, np.ndarray], L: int) -> tuple[list[i
         raise DataError(f"ECG file {path} is not a readable hdf5 file ({type(exc).__name__})") from None
 
 
+def tracing_length(path: Path) -> int:
+    """Samples per tracing in an ECG hdf5 file (dimension 1 of `tracings`); 0 when unreadable
+    (reading the file properly then names the problem)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            tr = f.get("tracings")
+            return int(tr.shape[1]) if isinstance(tr, h5py.Dataset) and tr.ndim == 3 else 0
+    except (OSError, KeyError, ValueError, RuntimeError, TypeError):
+        return 0
+
+
 def read_code_test(tracings: Path, gold: Path, L: int) -> ArraySplit:
     """The annotated CODE-test set: `tracings` `(N 4096 12)` in `ecg_test.hdf5`, labels by row in
     `gold_standard.csv` (columns 1dAVb, RBBB, LBBB, SB, AF, ST; 0/1)."""
@@ -291,7 +304,7 @@ def read_code_test(tracings: Path, gold: Path, L: int) -> ArraySplit:
         raise
     except (OSError, KeyError, ValueError, RuntimeError, TypeError, IndexError) as exc:
         raise DataError(f"ECG test file {tracings} is not a readable hdf5 file ({type(exc).__name__})") from None
-    return ArraySplit(x, np.full(len(y), min(L, L0), dtype=np.int64), y)
+    return ArraySplit(x, np.full(len(y), min(L, L0), dtype=np.int64), y, np.full(len(y), L0, dtype=np.int64))
 
 
 def load(data_dir, *, max_len=None, val_fraction: float = 0.2, seed: int = 0) -> TaskSplits:
@@ -302,13 +315,15 @@ def load(data_dir, *, max_len=None, val_fraction: float = 0.2, seed: int = 0) ->
     train/val; otherwise ~20 % of the exams form the test split by a hash of their exam_id.
     """
     info = task_info("ecg")
-    L = resolve_len(info, max_len)
     root = require_dir(Path(data_dir), "exams.csv and exams_part<k>.hdf5")
     labels = read_labels(root / "exams.csv")
     parts = sorted(root.glob("exams_part*.hdf5"), key=_part_key) or \
         sorted((p for p in root.glob("*.hdf5") if p.name != CODE_TEST[0]), key=_part_key)
     if not parts:
         raise DataError(f"ECG folder {root} holds no exams_part<k>.hdf5 files")
+    tracings, gold = root / CODE_TEST[0], root / CODE_TEST[1]
+    L = resolve_len(info, max_len, None if max_len is not None else
+                    max(tracing_length(p) for p in [*parts, tracings] if p.is_file()))
     ids, xs, lens, seen = [], [], [], set()
     for p in parts:
         part_ids, x, L0 = read_part(p, labels, L)
@@ -316,14 +331,13 @@ def load(data_dir, *, max_len=None, val_fraction: float = 0.2, seed: int = 0) ->
         seen.update(part_ids)
         ids += [part_ids[j] for j in keep]
         xs.append(x[keep])
-        lens += [min(L, L0)] * len(keep)
+        lens += [L0] * len(keep)
     if not ids:
         raise DataError(f"ECG folder {root}: no exam_id in the hdf5 files matches a row of {root / 'exams.csv'}")
     x = np.concatenate(xs)  # (n L 12)
     y = np.stack([labels[i] for i in ids])  # (n 6)
-    lengths = np.asarray(lens, dtype=np.int64)  # (n,)
-    every = ArraySplit(x, lengths, y)
-    tracings, gold = root / CODE_TEST[0], root / CODE_TEST[1]
+    full = np.asarray(lens, dtype=np.int64)  # (n,) lengths in the files
+    every = ArraySplit(x, np.minimum(full, L), y, full)
     if tracings.is_file() or gold.is_file():
         if not (tracings.is_file() and gold.is_file()):
             missing = gold if tracings.is_file() else tracings

@@ -20,16 +20,16 @@ import numpy as np
 
 from search_spaces.errors import DataError
 from workers.data.tasks import (
-    ArraySplit,
     TaskSplits,
     check_options,
     int_option,
-    pad_tokens,
+    longest_of,
     require_dir,
     resolve_len,
     split_sizes,
     split_val,
     task_info,
+    token_split,
 )
 
 CLASSES = ("neg", "pos")  # label 0, 1
@@ -133,15 +133,12 @@ def find_root(data_dir: Path) -> Path:
 
 
 def load(data_dir, *, max_len=None, val_fraction: float = 0.2, seed: int = 0) -> TaskSplits:
-    """Load byte-level IMDb from `data_dir`; val carved from train with `val_fraction`, `seed`."""
+    """Load byte-level IMDb from `data_dir`; val carved from train with `val_fraction`, `seed`.
+
+    L is `max_len`, or (None) the longest review over train and test."""
     info = task_info("imdb")
-    L = resolve_len(info, max_len)
     root = find_root(Path(data_dir))
-
-    def split(name: str) -> ArraySplit:
-        seqs, labels = read_split(require_dir(root / name, f"IMDb {name}/pos and {name}/neg"))
-        x, lengths = pad_tokens(seqs, L)  # (n L), (n,)
-        return ArraySplit(x, lengths, np.asarray(labels, dtype=np.int64))
-
-    train, val = split_val(split("train"), val_fraction, seed)
-    return TaskSplits(train, val, split("test"), info)
+    read = {name: read_split(require_dir(root / name, f"IMDb {name}/pos and {name}/neg")) for name in ("train", "test")}
+    L = resolve_len(info, max_len, longest_of(*(seqs for seqs, _ in read.values())))
+    train, val = split_val(token_split(*read["train"], L), val_fraction, seed)
+    return TaskSplits(train, val, token_split(*read["test"], L), info)

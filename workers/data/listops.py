@@ -23,16 +23,16 @@ import numpy as np
 
 from search_spaces.errors import DataError
 from workers.data.tasks import (
-    ArraySplit,
     TaskSplits,
     check_options,
     int_option,
-    pad_tokens,
+    longest_of,
     require_dir,
     resolve_len,
     split_sizes,
     split_val,
     task_info,
+    token_split,
 )
 
 MIN, MAX, MED, SM, END = "[MIN", "[MAX", "[MED", "[SM", "]"
@@ -236,20 +236,18 @@ def find_root(data_dir: Path) -> tuple[Path, str]:
 
 
 def load(data_dir, *, max_len=None, val_fraction: float = 0.2, seed: int = 0) -> TaskSplits:
-    """Load LRA ListOps from `data_dir`; val is `basic_val.tsv`, or carved from train if absent/empty."""
+    """Load LRA ListOps from `data_dir`; val is `basic_val.tsv`, or carved from train if absent/empty.
+
+    L is `max_len`, or (None) the longest sequence over the three files."""
     info = task_info("listops")
-    L = resolve_len(info, max_len)
     root, prefix = find_root(Path(data_dir))
-
-    def split(name: str) -> ArraySplit:
-        seqs, targets = read_tsv(root / f"{prefix}{name}.tsv")
-        x, lengths = pad_tokens(seqs, L)  # (n L), (n,)
-        return ArraySplit(x, lengths, np.asarray(targets, dtype=np.int64))
-
     if not (root / f"{prefix}test.tsv").is_file():
         raise DataError(f"ListOps file {root / f'{prefix}test.tsv'} not found")
-    train = split("train")
-    val = split("val") if (root / f"{prefix}val.tsv").is_file() else None
+    read = {name: read_tsv(root / f"{prefix}{name}.tsv") for name in SPLITS
+            if name != "val" or (root / f"{prefix}val.tsv").is_file()}
+    L = resolve_len(info, max_len, longest_of(*(seqs for seqs, _ in read.values())))
+    split = {name: token_split(seqs, targets, L) for name, (seqs, targets) in read.items()}
+    train, val = split["train"], split.get("val")
     if val is None or len(val) == 0:  # no (or an empty) validation file: carve it from train
         train, val = split_val(train, val_fraction, seed)
-    return TaskSplits(train, val, split("test"), info)
+    return TaskSplits(train, val, split["test"], info)

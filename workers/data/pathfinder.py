@@ -259,8 +259,8 @@ def read_metadata(root: Path) -> list[tuple[str, int]]:
 def load(data_dir, *, max_len=None, val_fraction: float = 0.2, seed: int = 0) -> TaskSplits:
     """Load Pathfinder from `data_dir` as x `(n L 1)` grey values in [0, 1]."""
     info = task_info("pathfinder")
-    L = resolve_len(info, max_len)
     root, R = find_root(Path(data_dir))
+    L = resolve_len(info, max_len, R * R)  # None: the whole R x R image
     xs, ys, keys = [], [], []
     for rel, label in read_metadata(root):
         pixels = read_image(root / rel, R)  # (R*R,)
@@ -275,6 +275,6 @@ def load(data_dir, *, max_len=None, val_fraction: float = 0.2, seed: int = 0) ->
     lengths = np.full(len(xs), min(L, R * R), dtype=np.int64)  # (n,)
     y = np.asarray(ys, dtype=np.int64)  # (n,)
     test = test_mask(keys, TEST_FRACTION)  # (n,)
-    every = ArraySplit(x, lengths, y)
+    every = ArraySplit(x, lengths, y, np.full(len(xs), R * R, dtype=np.int64))
     train, val = split_val(every.take(np.flatnonzero(~test)), val_fraction, seed)
     return TaskSplits(train, val, every.take(np.flatnonzero(test)), info)

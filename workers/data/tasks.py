@@ -5,7 +5,11 @@ loaded task is `TaskSplits(train, val, test, info)`, each split an `ArraySplit(x
 
 - x: `(n L)` int64 token ids (0 = padding) for token tasks, `(n L C)` float32 for real inputs;
 - lengths: `(n,)` int64, the real length of each sequence before padding (>= 1);
-- y: `(n,)` int64 class ids, or `(n c)` float32 0/1 labels for multi-label tasks.
+- y: `(n,)` int64 class ids, or `(n c)` float32 0/1 labels for multi-label tasks;
+- full_lengths: `(n,)` int64, each sequence's length in the files, before any truncation to L.
+
+L is `max_len` when given, else the longest sequence in the data (nothing is cut). When `max_len`
+cuts sequences, `truncation_notes` says so once per split (how many, the longest length).
 
 This module also holds the helpers shared by the four task modules: padding to L, the seeded
 validation carve-out, option checking and the write-to-a-temp-folder-then-rename of generators.
@@ -73,13 +77,19 @@ class ArraySplit:
     x: np.ndarray
     lengths: np.ndarray
     y: np.ndarray
+    full_lengths: np.ndarray | None = None  # (n,) before truncation; None: same as lengths
 
     def __len__(self) -> int:
         return int(self.lengths.shape[0])
 
     def take(self, index: np.ndarray) -> "ArraySplit":
         """The rows `index` of this split, as a new split."""
-        return ArraySplit(self.x[index], self.lengths[index], self.y[index])
+        full = None if self.full_lengths is None else self.full_lengths[index]
+        return ArraySplit(self.x[index], self.lengths[index], self.y[index], full)
+
+    def original_lengths(self) -> np.ndarray:
+        """`(n,)` each sequence's length in the files (before truncation to L)."""
+        return self.lengths if self.full_lengths is None else self.full_lengths
 
 
 @dataclass
@@ -95,13 +105,27 @@ class TaskSplits:
 # --- shared helpers -------------------------------------------------------------------------------
 
 
-def resolve_len(info: TaskInfo, max_len: int | None) -> int:
-    """L: `max_len` if given (a positive int), else the task's default length."""
+def resolve_len(info: TaskInfo, max_len: int | None, longest: int | None = None) -> int:
+    """L: `max_len` if given (a positive int), else the longest sequence in the data (`longest`),
+    else (nothing known about the data) the task's default length."""
     if max_len is None:
-        return info.default_len
+        return max(int(longest), 1) if longest is not None else info.default_len
     if isinstance(max_len, bool) or not isinstance(max_len, (int, np.integer)) or max_len < 1:
         raise DataError(f"max_len={max_len!r} for task {info.name} must be a positive integer")
     return int(max_len)
+
+
+def token_split(seqs: list[np.ndarray], y, L: int) -> ArraySplit:
+    """An `ArraySplit` of token sequences padded or truncated to L, with their lengths in the files."""
+    x, lengths = pad_tokens(seqs, L)  # (n L), (n,)
+    full = np.asarray([max(len(s), 1) for s in seqs], dtype=np.int64)  # (n,)
+    return ArraySplit(x, lengths, np.asarray(y, dtype=np.int64), full)
+
+
+def longest_of(*seq_lists: list) -> int | None:
+    """The longest sequence over several lists of sequences (None when all are empty)."""
+    lengths = [len(s) for seqs in seq_lists for s in seqs]
+    return max(lengths) if lengths else None
 
 
 def pad_tokens(seqs: list[np.ndarray], L: int) -> tuple[np.ndarray, np.ndarray]:
@@ -244,28 +268,54 @@ def require_dir(path: Path, what: str) -> Path:
     return path
 
 
-def summarize(splits: TaskSplits) -> dict:
-    """Sizes, lengths and label distribution of each split, plus the majority-class rates.
+def truncation_report(splits: TaskSplits) -> list[dict]:
+    """Per split that `L` cuts: {split, L, truncated, n, longest} (empty when nothing is cut)."""
+    L = int(splits.train.x.shape[1])
+    out = []
+    for name in ("train", "val", "test"):
+        s: ArraySplit = getattr(splits, name)
+        full = s.original_lengths()
+        cut = int((full > L).sum())
+        if cut:
+            out.append({"split": name, "L": L, "truncated": cut, "n": len(s), "longest": int(full.max())})
+    return out
 
-    `majority_rate` of a split is the share of its examples in train's most frequent class (the
-    accuracy of always answering that class); for multi-label tasks `positive_rate` per label.
+
+def truncation_notes(splits: TaskSplits) -> list[str]:
+    """One line per split whose sequences `max_len` truncates (see `truncation_report`)."""
+    unit = "tokens" if splits.info.input_kind == "tokens" else "steps"
+    return [f"note: task.max_len={r['L']} truncates {r['truncated']:,} of {r['n']:,} {r['split']} sequences "
+            f"(longest {r['longest']:,} {unit}); max_len: null keeps them whole"
+            for r in truncation_report(splits)]
+
+
+def summarize(splits: TaskSplits) -> dict:
+    """Sizes, lengths and label distribution of each split, its majority baseline, and what L cuts.
+
+    `majority_rate` of a split is `workers.metrics.majority_baseline` (train's most frequent class,
+    or each label's train-majority value, scored on the split with the task metric; the definition
+    is `majority_definition`), the same figure `s4op train` prints; for multi-label tasks also the
+    `positive_rate` per label. `truncated` lists the splits that `max_len` cuts.
     """
+    from workers.metrics import MAJORITY_BASELINE, majority_baseline
+
     info = splits.info
     out: dict = {"task": info.name, "metric": info.metric, "L": int(splits.train.x.shape[1]), "splits": {},
                  "input_kind": info.input_kind, "d_input": info.d_input, "n_classes": info.n_classes,
-                 "multilabel": info.multilabel, "longest": info.default_len}
-    majority = None
+                 "multilabel": info.multilabel,
+                 "longest": max(int(getattr(splits, k).original_lengths().max(initial=0)) for k in ("train", "val", "test")),
+                 "majority_definition": MAJORITY_BASELINE, "truncated": truncation_report(splits)}
     if not info.multilabel and len(splits.train):
-        majority = int(np.bincount(splits.train.y, minlength=info.n_classes).argmax())
-        out["majority_class"] = majority
+        out["majority_class"] = int(np.bincount(splits.train.y, minlength=info.n_classes).argmax())
     for name in ("train", "val", "test"):
         s: ArraySplit = getattr(splits, name)
         n = len(s)
         d: dict = {"n": n}
         if n:
-            d["length_min"] = int(s.lengths.min())
-            d["length_mean"] = round(float(s.lengths.mean()), 1)
-            d["length_max"] = int(s.lengths.max())
+            full = s.original_lengths()
+            d["length_min"] = int(full.min())
+            d["length_mean"] = round(float(full.mean()), 1)
+            d["length_max"] = int(full.max())
         if info.multilabel:
             names = info.labels or tuple(str(i) for i in range(info.n_classes))
             rates = s.y.mean(axis=0) if n else np.zeros(info.n_classes)  # (c,)
@@ -274,6 +324,7 @@ def summarize(splits: TaskSplits) -> dict:
         else:
             counts = np.bincount(s.y, minlength=info.n_classes) if n else np.zeros(info.n_classes, int)
             d["class_counts"] = [int(c) for c in counts]
-            d["majority_rate"] = round(float(counts[majority] / n), 4) if n and majority is not None else 0.0
+        baseline = majority_baseline(splits.train.y, s.y, multilabel=info.multilabel) if n else float("nan")
+        d["majority_rate"] = round(baseline, 4) if baseline == baseline else 0.0
         out["splits"][name] = d
     return out

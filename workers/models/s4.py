@@ -19,9 +19,11 @@ C~ is computed from the dense discrete A for the given L (dA^L by repeated squar
 length-independent output matrix and any L works.
 
 Initialisation "legs": HiPPO-LegS A = S - P P^T in NPLR form (S normal, P_n = sqrt(n + 1/2)),
-Lambda, P, B in the eigenbasis of S. "lin" and "inv" take the S4D diagonal initialisations with
-P = 0 (the DPLR model then reduces to a bilinear S4D).
-`disc` is accepted for interface parity with S4DKernel; the DPLR kernel is always bilinear.
+Lambda, P, B in the eigenbasis of S, Im(B) clipped to [-2, 2] as in the S4 authors' NPLR
+initialisation (`B_clip=2.0`; with N = 64 the clip changes 11 of the 32 modes). "lin" and "inv"
+take the S4D diagonal initialisations with P = 0 (the DPLR model then reduces to a bilinear S4D).
+The DPLR kernel is bilinear only, like the authors' DPLR kernel: `disc="zoh"` is refused with a
+ConfigError (the Cauchy form above relies on the bilinear transform).
 """
 
 from __future__ import annotations
@@ -31,18 +33,22 @@ import math
 import torch
 from torch import nn
 
-from workers.models.s4d import check_kernel_args, init_A, legs_normal_eigen
+from search_spaces.errors import ConfigError
+from workers.models.s4d import check_kernel_args, init_A, legs_B, legs_normal_eigen
 from workers.optim import register
+
+ZOH_REFUSED = ("model.disc: got 'zoh' with model.kind 's4', expected bilinear "
+               "(the S4 DPLR kernel is bilinear only; use kind s4d for zoh)")
 
 
 def nplr_init(init: str, H: int, N: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Initial (Lambda, P, B), each (H N/2) complex128, for init in lin, inv, legs."""
     if init == "legs":
-        Lambda, V, q = legs_normal_eigen(N)  # (N/2), (N N/2), (N)
+        Lambda, V, _ = legs_normal_eigen(N)  # (N/2), (N N/2)
         n = torch.arange(N, dtype=torch.float64)
         P_legs = torch.sqrt(n + 0.5).to(torch.complex128)  # (N)
         P = V.conj().T @ P_legs  # (N/2)
-        B = V.conj().T @ q.to(torch.complex128)  # (N/2)
+        B = legs_B(N)  # (N/2) Im(B) clipped to [-2, 2]
         expand = lambda t: t.expand(H, N // 2).clone()  # noqa: E731
         return expand(Lambda), expand(P), expand(B)
     Lambda = init_A(init, H, N)  # (H N/2); raises ConfigError on an unknown init
@@ -63,11 +69,13 @@ class S4Kernel(nn.Module):
     lr `lr`, None for the authors' default; no weight decay).
     """
 
-    def __init__(self, H: int, N: int = 64, *, init: str = "legs", disc: str = "zoh",
+    def __init__(self, H: int, N: int = 64, *, init: str = "legs", disc: str = "bilinear",
                  trainable_B: bool = True, dt_min: float = 0.001, dt_max: float = 0.1,
                  lr: float | None = None, bidirectional: bool = False):
         super().__init__()
         check_kernel_args("S4Kernel", H, N, disc)
+        if disc != "bilinear":
+            raise ConfigError(ZOH_REFUSED)
         self.H, self.N = H, N
         self.init, self.disc, self.trainable_B = init, disc, trainable_B
         self.dt_min, self.dt_max, self.lr, self.bidirectional = dt_min, dt_max, lr, bidirectional

@@ -8,7 +8,8 @@ K[l] = 2 Re(sum_n C_n dA_n^l dB_n), l = 0..L-1.
 
 Initialisations (Gu et al. 2022, "On the Parameterization and Initialization of Diagonal SSMs"):
 S4D-Lin A_n = -1/2 + i pi n; S4D-Inv A_n = -1/2 + i (N/pi)(N/(2n+1) - 1); S4D-LegS the eigenvalues
-of the normal part of HiPPO-LegS in NPLR form (real part -1/2).
+of the normal part of HiPPO-LegS in NPLR form (real part -1/2). With LegS, B is the LegS input in
+the eigenbasis, V^* B, with Im(B) clipped to [-B_CLIP, B_CLIP] as the S4 authors do (`B_clip=2.0`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from torch import nn
 
 from search_spaces.errors import ConfigError
 from workers.optim import register
+
+B_CLIP = 2.0  # the S4 authors clip Im(V^* B) of the LegS initialisation to [-2, 2]
 
 
 def legs_normal_eigen(N: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -40,6 +43,16 @@ def legs_normal_eigen(N: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     return Lambda, V[:, order], q
 
 
+def legs_B(N: int, clip: float | None = B_CLIP) -> torch.Tensor:
+    """The LegS input B in the eigenbasis of the normal part, V^* B, with Im(B) clipped to
+    [-clip, clip] (None: unclipped). Real parts are left as they are.  # (N/2) complex128"""
+    _, V, q = legs_normal_eigen(N)  # (N N/2), (N)
+    B = V.conj().T @ q.to(torch.complex128)  # (N/2)
+    if clip is None:
+        return B
+    return torch.complex(B.real, B.imag.clamp(-clip, clip))  # (N/2)
+
+
 def init_A(init: str, H: int, N: int) -> torch.Tensor:
     """The S4D initial A for H channels: (H N/2) complex128."""
     n = torch.arange(N // 2, dtype=torch.float64)
@@ -56,10 +69,9 @@ def init_A(init: str, H: int, N: int) -> torch.Tensor:
 
 
 def init_B(init: str, H: int, N: int) -> torch.Tensor:
-    """Initial B: ones, or for LegS the LegS B in the eigenbasis (V^* B). (H N/2) complex128."""
+    """Initial B: ones, or for LegS the clipped LegS B in the eigenbasis (`legs_B`). (H N/2) complex128."""
     if init == "legs":
-        _, V, q = legs_normal_eigen(N)
-        B = V.conj().T @ q.to(torch.complex128)  # (N/2)
+        B = legs_B(N)  # (N/2)
     else:
         B = torch.ones(N // 2, dtype=torch.complex128)  # (N/2)
     return B.expand(H, N // 2).clone()  # (H N/2)
