@@ -78,6 +78,11 @@ def run_trial(config: dict) -> None:
     val_metric = float(evaluate(model, splits.val, splits.info, batch_size=ctx.batch_size))
     test_metric = float(evaluate(model, splits.test, splits.info, batch_size=ctx.batch_size))
     marks["eval"] = time.time()
+    proxy = {}
+    if ctx.algorithm == "optuna-pareto":  # the sampler's latency objective, timed here (see in_trial_latency_ms)
+        from workers.latency import in_trial_latency_ms
+
+        proxy = {"latency_proxy_ms": in_trial_latency_ms(model, splits.val.x, splits.val.lengths)}
     model_dir = trial_io.model_dir(ctx, name)
     history = [{"epoch": h.epoch, "loss": float(h.train_loss), "val_metric": float(h.val_metric)} for h in result.history]
     save_checkpoint(model, model_dir, task=ctx.task, data_fingerprint=ctx.data_fingerprint,
@@ -88,7 +93,7 @@ def run_trial(config: dict) -> None:
         "final": True, "trial_id": name, "seed": sample.seed, "alloc_base": sample.alloc_base, "lr": sample.lr,
         "val_metric": val_metric, "test_metric": test_metric, "params": int(count_parameters(model)),
         "kept": json.dumps(kept_channels(model)), "epochs_run": int(result.epochs_run), "checkpoint": str(model_dir),
-        "started_at": started_at, "ended_at": trial_io.now(), "node": socket.gethostname(),
+        "started_at": started_at, "ended_at": trial_io.now(), "node": socket.gethostname(), **proxy,
     }
     marks["saved"] = time.time()
     final["timings"] = json.dumps({"marks": marks, "per_epoch_s": report_s, "cpu_s": time.process_time() - cpu0,
