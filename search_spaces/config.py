@@ -192,7 +192,7 @@ class FinetuneSection(_Section):
 
 class AlgorithmSection(_Section):
     """`grid`: every seed at every rate; `optuna`: TPE over seed, allocation base and lr;
-    `optuna-pareto`: Optuna's multi-objective sampler over the same space, val metric and an in-trial
+    `optuna-pareto`: Optuna's multi-objective TPE over the same space, val metric and an in-trial
     latency proxy together (the stage's best: the most accurate point on the front)."""
 
     kind: Literal["grid", "optuna", "optuna-pareto"] = "grid"

@@ -57,6 +57,12 @@ def run_trial(config: dict) -> None:
         model = compact(parent, kept, bypass=ctx.bypass)
         del parent
     started_at = restored.started_at or started_at
+    proxy = {}
+    if ctx.algorithm == "optuna-pareto":  # the sampler's latency objective, in every report (see in_trial_latency_ms)
+        from workers.latency import in_trial_latency_ms
+
+        proxy = {"latency_proxy_ms": in_trial_latency_ms(model, splits.val.x, splits.val.lengths)}
+        model.train()
     epoch_extra = {"stage": ctx.stage, "seed": sample.seed, "trial": name, "started_at": started_at}
     marks["model"] = time.time()
     report_s = {"checkpoint": 0.0, "tune_report": 0.0}
@@ -66,7 +72,7 @@ def run_trial(config: dict) -> None:
         with trial_io.epoch_checkpoint(model, report.state, report.epoch, epoch_extra) as folder:
             t1 = time.time()
             tune.report({"epoch": int(report.epoch), "loss": float(report.train_loss),
-                         "val_metric": float(report.val_metric), "final": False},
+                         "val_metric": float(report.val_metric), "final": False, **proxy},
                         checkpoint=tune.Checkpoint.from_directory(folder))
         report_s["checkpoint"] += t1 - t0
         report_s["tune_report"] += time.time() - t1
@@ -78,11 +84,6 @@ def run_trial(config: dict) -> None:
     val_metric = float(evaluate(model, splits.val, splits.info, batch_size=ctx.batch_size))
     test_metric = float(evaluate(model, splits.test, splits.info, batch_size=ctx.batch_size))
     marks["eval"] = time.time()
-    proxy = {}
-    if ctx.algorithm == "optuna-pareto":  # the sampler's latency objective, timed here (see in_trial_latency_ms)
-        from workers.latency import in_trial_latency_ms
-
-        proxy = {"latency_proxy_ms": in_trial_latency_ms(model, splits.val.x, splits.val.lengths)}
     model_dir = trial_io.model_dir(ctx, name)
     history = [{"epoch": h.epoch, "loss": float(h.train_loss), "val_metric": float(h.val_metric)} for h in result.history]
     save_checkpoint(model, model_dir, task=ctx.task, data_fingerprint=ctx.data_fingerprint,

@@ -94,11 +94,11 @@ def tuner(cfg, k: int, trial_ctx, storage: tuple, total_cpus: int) -> tune.Tuner
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
+        # TPE, single- or multi-objective (MOTPE); NSGA-II's sampler holds a lock Tune cannot pickle
+        sampler = optuna.samplers.TPESampler(seed=int(s.algorithm.seed) + k)
         if s.algorithm.kind == "optuna":
-            sampler = optuna.samplers.TPESampler(seed=int(s.algorithm.seed) + k)
             search_alg = OptunaSearch(metric=s.metric, mode="max", sampler=sampler)  # in-memory storage
         else:
-            sampler = optuna.samplers.NSGAIISampler(seed=int(s.algorithm.seed) + k)
             search_alg = OptunaSearch(metric=PARETO_METRICS[0], mode=PARETO_METRICS[1], sampler=sampler)
         samples = int(s.algorithm.samples)
     return tune.Tuner(
