@@ -1,7 +1,7 @@
 """Which trial of a stage wins: the best validation metric, ties to the lower latency.
 
-Pure: trials are plain dicts (ledger rows). Failed trials and trials without a finite metric never
-win. Remaining ties (same metric, same latency) go to the lower seed, then the lower trial id, so
+Pure: trials are plain dicts (ledger rows). Only completed trials with a finite metric can win
+(failed ones, and seeds stopped early by the scheduler, never do). Remaining ties (same metric, same latency) go to the lower seed, then the lower trial id, so
 the choice never depends on the order trials finished in.
 """
 
@@ -18,6 +18,11 @@ def _finite(value) -> bool:
         return False
 
 
+def eligible(trial: dict, metric: str = "val_metric") -> bool:
+    """Whether a trial may be a stage's best: completed (not failed, not stopped early) with a finite metric."""
+    return trial.get("status", "completed") == "completed" and _finite(trial.get(metric))
+
+
 def choose_best(trials: Iterable[dict], *, metric: str = "val_metric", mode: str = "max",
                 tie_break: str = "latency", tolerance: float = 0.0) -> dict | None:
     """The winning trial row, or None when no trial completed with a finite metric.
@@ -29,7 +34,7 @@ def choose_best(trials: Iterable[dict], *, metric: str = "val_metric", mode: str
     if mode not in ("max", "min"):
         raise ValueError(f"mode={mode!r}: expected 'max' or 'min'")
     sign = 1.0 if mode == "max" else -1.0
-    ok = [t for t in trials if t.get("status", "completed") == "completed" and _finite(t.get(metric))]
+    ok = [t for t in trials if eligible(t, metric)]
     if not ok:
         return None
     best_score = max(sign * float(t[metric]) for t in ok)

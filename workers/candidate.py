@@ -23,7 +23,7 @@ class TrialContext:
     trials_dir: str  # `stages/stage-<k>/trials` (a URI on an object store): <trial>/model/ below it
     stage: int
     rate: float
-    algorithm: str  # grid | optuna
+    algorithm: str  # grid | optuna | optuna-pareto
     parent_checkpoint: str
     parent_sha256: str
     data_fingerprint: str

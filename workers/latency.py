@@ -139,3 +139,12 @@ def time_interleaved(calls: list, *, repeats: int, warmup: int, sync=None) -> li
             times[i].append((time.perf_counter() - start) * 1000.0)
             cpu[i].append((time.process_time() - start_cpu) * 1000.0)
     return list(zip(times, cpu))
+
+
+def in_trial_latency_ms(model: nn.Module, x, lengths, *, repeats: int = MIN_REPEATS, warmup: int = 3) -> float:
+    """A trial's own latency figure (optuna-pareto's second objective): process-CPU p50 (ms) of
+    `repeats` runs at batch 1, one thread, on the first example of (x (n L ...), lengths (n,)).
+    CPU time rather than wall time, since trials share cores; the stage's figures of record are
+    still the exclusive `latency_p50_ms` measured after the stage."""
+    example = (torch.as_tensor(x[:1]), torch.as_tensor(lengths[:1]))  # x (1 L ...), lengths (1,)
+    return float(measure_latency(model, example, repeats=repeats, warmup=warmup, threads=1)["cpu_p50_ms"])

@@ -65,6 +65,12 @@ def run_trial(config: dict) -> None:
         model = compact(parent, kept, bypass=ctx.bypass)
         del parent
     started_at = restored.started_at or started_at
+    proxy = {}
+    if ctx.algorithm == "optuna-pareto":  # the sampler's latency objective, in every report (see in_trial_latency_ms)
+        from workers.latency import in_trial_latency_ms
+
+        proxy = {"latency_proxy_ms": in_trial_latency_ms(model, splits.val.x, splits.val.lengths)}
+        model.train()
     epoch_extra = {"stage": ctx.stage, "seed": sample.seed, "trial": name, "started_at": started_at}
     marks["model"] = time.time()
     report_s = {"checkpoint": 0.0, "tune_report": 0.0}
@@ -74,7 +80,7 @@ def run_trial(config: dict) -> None:
         with trial_io.epoch_checkpoint(model, report.state, report.epoch, epoch_extra) as folder:
             t1 = time.time()
             tune.report({"epoch": int(report.epoch), "loss": float(report.train_loss),
-                         "val_metric": float(report.val_metric), "final": False},
+                         "val_metric": float(report.val_metric), "final": False, **proxy},
                         checkpoint=tune.Checkpoint.from_directory(folder))
         report_s["checkpoint"] += t1 - t0
         report_s["tune_report"] += time.time() - t1
@@ -98,7 +104,7 @@ def run_trial(config: dict) -> None:
         "val_metric": val_metric, "test_metric": test_metric, "params": int(count_parameters(model)),
         "kept": json.dumps(kept_channels(model)), "epochs_run": int(result.epochs_run), "checkpoint": str(model_dir),
         "started_at": started_at, "ended_at": trial_io.now(), "node": socket.gethostname(),
-        "train_device": train_device,
+        "train_device": train_device, **proxy,
     }
     if device.startswith("cuda"):
         final["gpu_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20

@@ -29,6 +29,8 @@ def register(app: typer.Typer) -> None:
                               log_to_mlflow=not no_mlflow)
         for label, md in result["markdown"].items():
             typer.echo(f"\n## {label}\n\n{md}\n")
+        if result.get("target"):
+            typer.echo(f"target: {result['target']}")
         typer.echo(f"wrote {len(result['files'])} files to {result['out']} (report.html)")
         if result["mlflow_run_id"]:
             typer.echo(f"logged to MLflow run {result['mlflow_run_id']} under report/")

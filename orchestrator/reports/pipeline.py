@@ -137,12 +137,14 @@ def build_report(search_dir: str | os.PathLike, out_dir: str | os.PathLike | Non
             figures.append((f"Kept channels per layer per rate: {label}",
                             plots.plot_kept_heatmap(rates, matrix, channels, out / name, title=f"Kept channels: {label}")))
     files += [path for _, path in figures]
+    answers = {label: target_answer_of(s.folder) for label, s in zip(labels, searches)}
     page = render_report(
         f"s4op report: {' vs '.join(labels)}",
         {f"Table II: {label}": display_table(t) for label, t in tables.items()},
         figures, out / "report.html",
         notes=[f"{label}: {s.folder.resolve()}" for label, s in zip(labels, searches)]
-        + [f"{label}: {p}" for label, p in protocols.items() if p])
+        + [f"{label}: {p}" for label, p in protocols.items() if p]
+        + [f"{label}: {text}" for label, text in answers.items() if text])
     files.append(page)
     run_id, versions = None, {}
     if log_to_mlflow:
@@ -155,7 +157,19 @@ def build_report(search_dir: str | os.PathLike, out_dir: str | os.PathLike | Non
         if run_id is not None:
             versions = register_search(searches[0], uri)
     return {"markdown": markdown, "files": files, "mlflow_run_id": run_id, "out": out, "versions": versions,
-            "name": searches[0].name}
+            "name": searches[0].name, "target": answers[labels[0]]}
+
+
+def target_answer_of(folder: Path) -> str | None:
+    """The search's answer to its `search.target` (None without one or without a config)."""
+    from orchestrator.search.folder import CONFIG_NAME
+    from orchestrator.search.target_plan import target_answer
+    from search_spaces.config import load_search_config
+
+    if not (Path(folder) / CONFIG_NAME).exists():
+        return None
+    answer = target_answer(load_search_config(Path(folder) / CONFIG_NAME), folder)
+    return None if answer is None else answer.text
 
 
 def register_search(search, tracking_uri: str) -> dict[float, str]:

@@ -40,7 +40,7 @@ class TrialRow:
     rate: float | None = None
     seed: int | None = None
     trial_id: str | None = None
-    status: str | None = None  # completed | failed
+    status: str | None = None  # completed | failed | stopped (early, by the scheduler: last epoch and val metric)
     error: str | None = None
     metric_name: str | None = None
     val_metric: float | None = None
@@ -76,6 +76,7 @@ class TrialRow:
     latency_node_cpu: str | None = None
     latency_node_arch: str | None = None
     latency_node_id: str | None = None  # the Ray node id
+    latency_proxy_ms: float | None = None  # optuna-pareto: the trial's own short timing (its second objective)
 
     @property
     def kept_channels(self) -> list[list[int]] | None:
@@ -328,15 +329,20 @@ def candidate_row(ctx, sample, name: str) -> TrialRow:
                     parent_sha256=ctx.parent_sha256)
 
 
-def finished_trial_row(ctx, sample, name: str, result: dict, error: str | None, metric_name: str) -> TrialRow:
+def finished_trial_row(ctx, sample, name: str, result: dict, error: str | None, metric_name: str,
+                       stopped: bool = False) -> TrialRow:
     """A trial's row after Tune: completed when its final result came (`result["final"]`), whose
-    keys are TrialRow columns, else failed with `error`."""
+    keys are TrialRow columns; stopped (by the scheduler) with its last epoch and val metric; else
+    failed with `error`."""
     ok = bool(result.get("final"))
     done = {f.name: result[f.name] for f in fields(TrialRow) if f.name in result and f.name not in _NAMED} if ok else {}
     if not ok:
         done = {"epochs_run": result.get("epoch")}
-    return replace(candidate_row(ctx, sample, name), **done, status="completed" if ok else "failed",
-                   error=None if ok else error, metric_name=metric_name, is_best=False)
+        if stopped:
+            done["val_metric"] = result.get("val_metric")
+    status = "completed" if ok else ("stopped" if stopped else "failed")
+    return replace(candidate_row(ctx, sample, name), **done, status=status,
+                   error=None if ok or stopped else error, metric_name=metric_name, is_best=False)
 
 
 def with_latency(row: TrialRow, latency: dict | None, checkpoint_sha256: str | None) -> TrialRow:
@@ -351,7 +357,7 @@ def best_stage_row(best: TrialRow, rows: list[TrialRow], dense: StageRow, *, che
     from search_spaces.best_trial import reduction_pct, speedup_pct
 
     return StageRow(search=best.search, stage=best.stage, rate=best.rate, status="completed", n_trials=len(rows),
-                    n_failed=sum(r.status != "completed" for r in rows), best_trial_id=best.trial_id,
+                    n_failed=sum(r.status == "failed" for r in rows), best_trial_id=best.trial_id,
                     best_seed=best.seed, metric_name=best.metric_name, val_metric=best.val_metric,
                     test_metric=best.test_metric, params=best.params,
                     **{c: getattr(best, c) for c in LATENCY_COLUMNS if c in _STAGE_FIELDS},

@@ -1,8 +1,10 @@
 """The stage loop of a search: stage 0 = the dense baseline, then one Tune stage per pruning rate.
 
-Completed stages (ledger) are skipped, their checkpoints verified first; an interrupted stage is
-continued (`rate_stage.py`, Tune's restore). Incremental mode: each stage's best model is the next
-stage's parent; one-shot mode: the baseline always is. The search folder's layout is
+Which rate stage runs next is `target_plan.planned_stage`'s (every configured rate in order, or,
+under `search.target`, until the boundary is crossed, then the refined rates); completed stages
+(ledger) are skipped, their checkpoints verified first; an interrupted stage is continued
+(`rate_stage.py`, Tune's restore). Incremental mode: a stage's parent is the best model of the
+completed stage with the highest rate below its own; one-shot mode: the baseline always is. The search folder's layout is
 `folder.py`'s; stage 0 is `baseline_stage.py`, a rate stage `rate_stage.py`.
 """
 
@@ -19,7 +21,8 @@ from orchestrator.search.folder import SearchFolder
 from orchestrator.search.rate_stage import run_rate_stage
 from orchestrator.search.ray_runtime import start_ray, stop_ray
 from orchestrator.search.stage_latency import check_latency_node
-from orchestrator.tracking import publish
+from orchestrator.search.target_plan import max_stages, planned_stage, target_answer
+from orchestrator.tracking import ledger_view, publish
 
 
 def start_search(cfg, *, storage: str | os.PathLike = "s4op-runs", name: str | None = None,
@@ -49,7 +52,7 @@ def open_search_context(search_dir: Path, cfg, meta: dict, *, address, view) -> 
     facts = dict(meta.get("facts") or {})
     config = cfg.model_dump(mode="json")
     search_run = publish.open_search_run(tracker, experiment_id, name, str(search_dir), config, facts)
-    view = view or SearchView(n_stages=len(cfg.search.rates), search=name)
+    view = view or SearchView(n_stages=max_stages(cfg), search=name)
     return SearchContext(folder, cfg, name, meta["tracking_uri"], tracker, experiment_id, search_run, view,
                          address=address, facts=facts, store=store_of(meta, search_dir))
 
@@ -71,20 +74,25 @@ def run_locked(search_dir: Path, cfg, meta: dict, *, address, view, num_cpus) ->
         ctx.ray = start_ray(address, num_cpus=num_cpus)
         check_latency_node(cfg.latency.node_resources)  # no node offers them: one line, exit 2, before stage 0
         ctx.view.start()
-        parent = run_baseline_stage(ctx) if 0 not in done else recorded[0]
-        baseline = parent
-        for k, rate in enumerate(s.rates, start=1):
-            if k in done:
-                parent = recorded[k] if s.mode == "incremental" else baseline
-                ctx.view.stage_skipped(k, rate)
-                continue
-            best = run_rate_stage(ctx, k, float(rate), parent)
-            parent = best if s.mode == "incremental" else baseline
+        recorded[0] = run_baseline_stage(ctx) if 0 not in done else recorded[0]
+        rates = {r.stage: r.rate for r in ledger.stage_rows(search_dir)}
+        for k in sorted(done - {0}):
+            ctx.view.stage_skipped(k, float(rates[k]))
+        while (step := planned_stage(cfg, search_dir)) is not None:
+            parent = recorded[step.parent] if s.mode == "incremental" else recorded[0]
+            if step.refined:
+                ctx.view.note(f"stage {step.stage}: narrowing the target at rate {step.rate:g}")
+            recorded[step.stage] = run_rate_stage(ctx, step.stage, step.rate, parent)
+        answer = target_answer(cfg, search_dir)
+        if answer is not None:
+            ctx.tracker.set_tags(ctx.search_run_id, ledger_view.target_tags(answer.text, answer.stage))
         ctx.tracker.finish(ctx.search_run_id)
         from orchestrator.latency_noise import protocol_from_config
 
         ctx.view.finish(ledger.stage_rows(search_dir), metric_name=ctx.splits.info.metric,
                         protocol=protocol_from_config(cfg.latency, ctx.splits.test.x.shape[1]))
+        if answer is not None:
+            ctx.view.note(answer.text)
     finally:
         ctx.view.stop()
         stop_ray(ctx.ray)

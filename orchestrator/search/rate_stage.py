@@ -85,7 +85,8 @@ def run_rate_stage(ctx, k: int, rate: float, parent: str) -> str:
     prepare(ctx.tracking_uri, str(ctx.search_dir), ctx.config_dict, ctx.facts)
     outcomes = run_stage_trials(cfg, k, trial_ctx, tune_storage(ctx, k), ctx.ray.total_cpus, note=ctx.view.note)
     metric_name = ctx.splits.info.metric
-    rows = [ledger.finished_trial_row(trial_ctx, o.sample, o.name, o.result, o.error, metric_name) for o in outcomes]
+    rows = [ledger.finished_trial_row(trial_ctx, o.sample, o.name, o.result, o.error, metric_name, o.stopped)
+            for o in outcomes]
     opened = flush()  # the trial runs opened as Tune started them; others (finished before a restore) now
     rows = [ledger.replace(r, mlflow_run_id=opened.get(publish.view.trial_key(ctx.name, r)) or publish.open_trial_run(
         ctx.tracker, ctx.experiment_id, ctx.name, r, stage_run, ctx.config_dict, ctx.facts)) for r in rows]
@@ -94,7 +95,9 @@ def run_rate_stage(ctx, k: int, rate: float, parent: str) -> str:
     latencies = ctx.latency_of(ok)
     rows = [ledger.with_latency(r, latencies.get(r.trial_id),
                                 checkpoint_sha256(r.checkpoint) if r.trial_id in latencies else None) for r in rows]
-    best = choose_best([asdict(r) for r in rows], metric=cfg.search.metric, mode="max", tie_break=cfg.search.tie_break)
+    # optuna-pareto: the most accurate point of the front, ties to the lower latency
+    tie_break = "latency" if cfg.search.algorithm.kind == "optuna-pareto" else cfg.search.tie_break
+    best = choose_best([asdict(r) for r in rows], metric=cfg.search.metric, mode="max", tie_break=tie_break)
     if best is None:
         ledger.write_trials(ctx.search_dir, rows)
         ledger.write_stage(ctx.search_dir, ledger.failed_stage_row(ctx.name, k, rate, rows, metric_name, stage_run,

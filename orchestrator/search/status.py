@@ -58,6 +58,13 @@ def search_status(search_dir: str | os.PathLike, *, work_dir: str | os.PathLike 
     done = {r.stage for r in stages if r.status == "completed"}
     rates = [float(r) for r in cfg.search.rates]
     left = [{"stage": k, "rate": r} for k, r in enumerate(rates, start=1) if k not in done]
+    answer = None
+    if cfg.search.target is not None:  # only the next stage is known: later ones depend on its result
+        from orchestrator.search.target_plan import planned_stage, target_answer
+
+        step = planned_stage(cfg, search_dir) if 0 in done else None
+        left = [{"stage": step.stage, "rate": step.rate}] if step is not None else ([] if 0 in done else left[:1])
+        answer = target_answer(cfg, search_dir)
     current = None
     if left:
         k = left[0]["stage"]
@@ -79,7 +86,7 @@ def search_status(search_dir: str | os.PathLike, *, work_dir: str | os.PathLike 
         owner = read_lock(search_dir)
     here = bool(owner) and owner.get("host") in (None, socket.gethostname())
     running = bool(owner) and (pid_alive(int(owner.get("pid", -1))) if here else None)  # None: cannot tell
-    n_trials = int(cfg.search.algorithm.samples) if cfg.search.algorithm.kind == "optuna" else len(cfg.seed_list)
+    n_trials = int(cfg.search.algorithm.samples) if cfg.search.algorithm.kind != "grid" else len(cfg.seed_list)
     usage = store.disk_usage() if store is not None else disk_usage(search_dir)
     return {
         "search": meta.get("name"), "search_dir": store.uri if store is not None else str(search_dir),
@@ -88,7 +95,9 @@ def search_status(search_dir: str | os.PathLike, *, work_dir: str | os.PathLike 
         "task": cfg.task.name, "model": cfg.model.kind, "mode": cfg.search.mode,
         "trials_per_stage": n_trials, "stages": rows,
         "trials": {"completed": sum(t.status == "completed" for t in trials),
-                   "failed": sum(t.status == "failed" for t in trials)},
+                   "failed": sum(t.status == "failed" for t in trials),
+                   "stopped": sum(t.status == "stopped" for t in trials)},
+        "target": None if answer is None else {"answer": answer.text, "stage": answer.stage},
         "best_so_far": best, "left": left, "in_progress": current,
         "complete": not left and 0 in done,
         "driver": {"running": running, **(owner or {})} if owner else {"running": False},
@@ -118,8 +127,9 @@ def format_status(st: dict) -> str:
                 "running, or gone; `s4op resume --break-lock` takes over a dead host's lock)"
     elif st["driver"].get("pid") and running:
         state += f" (driver PID {st['driver']['pid']} on {st['driver'].get('host')})"
-    lines.append(f"state: {state}; trials completed {st['trials']['completed']}, failed {st['trials']['failed']}; "
-                 f"{st['trials_per_stage']} trials per stage")
+    stopped = st["trials"].get("stopped")
+    lines.append(f"state: {state}; trials completed {st['trials']['completed']}, failed {st['trials']['failed']}"
+                 f"{f', stopped early {stopped}' if stopped else ''}; {st['trials_per_stage']} trials per stage")
     if st["stages"]:
         stages = [ledger.stage_row(r) for r in st["stages"]]
         names = [r.metric_name for r in stages if r.metric_name]
@@ -129,8 +139,10 @@ def format_status(st: dict) -> str:
         p = st["in_progress"]
         lines.append(f"in progress: stage {p['stage']} (rate {p['rate']:g}): {len(p['trials_started'])} trials started, "
                      f"{p['restarts']} restarts")
+    if st.get("target"):
+        lines.append(f"target{'' if st['complete'] else ' (so far)'}: {st['target']['answer']}")
     if st["left"]:
-        lines.append("left: " + ", ".join(f"stage {x['stage']} (rate {x['rate']:g})" for x in st["left"]))
+        lines.append(("next: " if st.get("target") else "left: ") + ", ".join(f"stage {x['stage']} (rate {x['rate']:g})" for x in st["left"]))
     parts = st.get("disk") or {}
     detail = (f" (checkpoints {parts['checkpoints'] / 1e6:.1f} MB, Tune state {parts['tune'] / 1e6:.1f} MB, "
               f"MLflow {parts['mlflow'] / 1e6:.1f} MB)") if parts else ""

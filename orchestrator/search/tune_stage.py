@@ -1,8 +1,11 @@
 """A stage as a Ray Tune experiment: the driver's only `ray.tune` module.
 
 `tuner` makes stage k's Tuner (grid over seeds, or Optuna samples of seed, allocation base and lr
-within `search_spaces` ranges) or restores the interrupted one from its storage; `run_stage_trials`
-fits it and returns each trial's (sample, name, final result or last metrics, error). Tune's trial
+within `search_spaces` ranges; `optuna-pareto`: Optuna's multi-objective sampler over val metric and
+the trial's in-trial latency proxy) or restores the interrupted one from its storage; with
+`search.scheduler.kind: asha` the stage's seeds run under Tune's ASHA (time = fine-tune epoch, the
+stage's val metric, max), which stops the seeds falling behind. `run_stage_trials` fits it and
+returns each trial's (sample, name, final result or last metrics, error, stopped by the scheduler). Tune's trial
 events reach the console view and the trial tracking through `_TrialEvents`, which names each trial
 once (`TrialContext.trial_name`) and hands plain values on.
 """
@@ -58,9 +61,13 @@ class _TrialEvents(tune.Callback):
             listener.trial_failed(name)
 
 
+SAMPLED = ("optuna", "optuna-pareto")  # algorithms whose stages are Optuna samples, not a grid of seeds
+PARETO_METRICS = (["val_metric", "latency_proxy_ms"], ["max", "min"])  # optuna-pareto's objectives
+
+
 def param_space(cfg, trial_ctx) -> dict:
     s = cfg.search
-    if s.algorithm.kind == "optuna":
+    if s.algorithm.kind in SAMPLED:
         lr = float(s.finetune.lr)
         return {"seed": tune.choice(cfg.seed_list), "alloc_base": tune.uniform(*OPTUNA_BASE_RANGE),
                 "lr": tune.loguniform(lr / OPTUNA_LR_FACTOR, lr * OPTUNA_LR_FACTOR), "ctx": trial_ctx}
@@ -83,17 +90,21 @@ def tuner(cfg, k: int, trial_ctx, storage: tuple, total_cpus: int) -> tune.Tuner
     per_node = max(1, int(total_cpus // max(resources["cpu"], 1e-9)))
     concurrent = cfg.resources.max_concurrent or per_node
     search_alg, samples = None, 1
-    if s.algorithm.kind == "optuna":
+    if s.algorithm.kind in SAMPLED:
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
+        # TPE, single- or multi-objective (MOTPE); NSGA-II's sampler holds a lock Tune cannot pickle
         sampler = optuna.samplers.TPESampler(seed=int(s.algorithm.seed) + k)
-        search_alg = OptunaSearch(metric=s.metric, mode="max", sampler=sampler)  # in-memory storage
+        if s.algorithm.kind == "optuna":
+            search_alg = OptunaSearch(metric=s.metric, mode="max", sampler=sampler)  # in-memory storage
+        else:
+            search_alg = OptunaSearch(metric=PARETO_METRICS[0], mode=PARETO_METRICS[1], sampler=sampler)
         samples = int(s.algorithm.samples)
     return tune.Tuner(
         trainable,
         param_space=space,
-        tune_config=tune.TuneConfig(num_samples=samples, search_alg=search_alg,
+        tune_config=tune.TuneConfig(num_samples=samples, search_alg=search_alg, scheduler=scheduler(cfg),
                                     max_concurrent_trials=int(concurrent), reuse_actors=True),
         run_config=tune.RunConfig(
             name=f"stage-{k}", storage_path=storage_path, storage_filesystem=fs, verbose=0,
@@ -103,6 +114,19 @@ def tuner(cfg, k: int, trial_ctx, storage: tuple, total_cpus: int) -> tune.Tuner
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2 if fs is None else None),
             callbacks=[_TrialEvents()]),
     )
+
+
+def scheduler(cfg):
+    """Tune's ASHA over the stage's seeds (`search.scheduler.kind: asha`), or None (every seed runs to
+    the end). A seed that reaches the last epoch is never stopped: its final report must come."""
+    sch, s = cfg.search.scheduler, cfg.search
+    if sch.kind != "asha" or int(s.finetune.epochs) <= int(sch.grace_epochs):
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(time_attr="epoch", metric=s.metric, mode="max", max_t=int(s.finetune.epochs),
+                         grace_period=int(sch.grace_epochs), reduction_factor=float(sch.reduction),
+                         stop_last_trials=False)
 
 
 def ended_stage_results(cfg, storage: tuple):
@@ -117,13 +141,16 @@ def ended_stage_results(cfg, storage: tuple):
     if not tune.Tuner.can_restore(str(path), storage_filesystem=fs):
         return None
     try:
-        grid = ResultGrid(ExperimentAnalysis(str(path), storage_filesystem=fs))
+        analysis = ExperimentAnalysis(str(path), storage_filesystem=fs)
+        grid = ResultGrid(analysis)
     except Exception as exc:  # noqa: BLE001 - an unreadable state: let Tune's own restore decide
         log.debug("restored results not readable (%s)", exc)
         return None
     s = cfg.search
     expected = len(cfg.seed_list) if s.algorithm.kind == "grid" else int(s.algorithm.samples)
-    if len(grid) >= expected and all((r.metrics or {}).get("final") for r in grid):
+    # ended: a final report, or stopped by the scheduler (terminated without one)
+    ended = all((r.metrics or {}).get("final") or t.status == "TERMINATED" for r, t in zip(grid, analysis.trials))
+    if len(grid) >= expected and ended:
         return grid
     return None
 
@@ -134,6 +161,7 @@ class TrialOutcome:
     name: str
     result: dict  # the final result (`final` True) or the last metrics reported
     error: str | None
+    stopped: bool = False  # stopped early by the scheduler (no final result, no error)
 
 
 def outcomes(grid, trial_ctx) -> list[TrialOutcome]:
@@ -144,8 +172,9 @@ def outcomes(grid, trial_ctx) -> list[TrialOutcome]:
         config.setdefault("seed", m.get("seed", -1))
         sample = TrialSample.of(config, trial_ctx)
         name = trial_ctx.trial_name(sample.seed, m.get("trial_id") or Path(r.path).name)
-        error = None if m.get("final") else (str(r.error).strip().splitlines() or ["no final report"])[-1][:500]
-        out.append(TrialOutcome(sample, name, m, error))
+        stopped = not m.get("final") and r.error is None
+        error = None if m.get("final") or stopped else (str(r.error).strip().splitlines() or ["no final report"])[-1][:500]
+        out.append(TrialOutcome(sample, name, m, error, stopped))
     return out
 
 

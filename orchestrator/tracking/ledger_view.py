@@ -62,6 +62,11 @@ def search_metrics(row) -> dict:
     return {x: getattr(row, x) for x in SEARCH_METRICS}
 
 
+def target_tags(answer: str, stage: int | None) -> dict:
+    """The search run's answer to `search.target` (`search_spaces.target.answer`) and its stage."""
+    return {"s4op.target_answer": answer, "s4op.target_stage": None if stage is None else str(stage)}
+
+
 def stage_params(row, parent_checkpoint: str | None) -> dict:
     return {"rate": row.rate, "stage": row.stage, "best_trial": row.best_trial_id,
             "parent_checkpoint": parent_checkpoint}
@@ -126,7 +131,8 @@ def trial_tags(row) -> dict:
 
 
 def trial_status(row) -> str:
-    return "FINISHED" if row.status == "completed" else "FAILED"
+    """A trial run's MLflow status: a seed stopped early by the scheduler is KILLED (not a failure)."""
+    return {"completed": "FINISHED", "stopped": "KILLED"}.get(row.status, "FAILED")
 
 
 def trial_key(search: str, row) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from search_spaces.config.fields import MAX_SEED, MAX_SEED_COUNT, PAPER_SEEDS, Float, Int, Precision, Seed, _Section
 from search_spaces.config.messages import short
@@ -43,11 +43,41 @@ class FinetuneSection(_Section):
 
 
 class AlgorithmSection(_Section):
-    """`grid`: every seed at every rate; `optuna`: TPE over seed, allocation base and lr."""
+    """`grid`: every seed at every rate; `optuna`: TPE over seed, allocation base and lr;
+    `optuna-pareto`: Optuna's multi-objective TPE over the same space, val metric and an in-trial
+    latency proxy together (the stage's best: the most accurate point on the front)."""
 
-    kind: Literal["grid", "optuna"] = "grid"
+    kind: Literal["grid", "optuna", "optuna-pareto"] = "grid"
     samples: Int = Field(4, ge=1)
     seed: Int = Field(0, ge=0, le=MAX_SEED)
+
+
+class SchedulerSection(_Section):
+    """Seed early stopping: `asha` stops the seeds of a stage falling behind after `grace_epochs`
+    fine-tune epochs (Tune's ASHA, `reduction` = its reduction factor); `none` runs every seed to the end."""
+
+    kind: Literal["none", "asha"] = "none"
+    grace_epochs: Int = Field(1, ge=1)
+    reduction: Float = Field(2.0, gt=1.0)
+
+
+class TargetSection(_Section):
+    """What the search answers (see `search_spaces.target`): the highest rate whose val metric stays
+    within `max_drop` points of the baseline, or the most accurate model whose p50 latency meets
+    `latency_ms`; `refine` bisection stages narrow the boundary once the rates in order cross it."""
+
+    max_drop: Optional[Float] = Field(None, ge=0.0)
+    latency_ms: Optional[Float] = Field(None, gt=0.0)
+    refine: Int = Field(2, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "TargetSection":
+        if self.max_drop is not None and self.latency_ms is not None:
+            raise ValueError(f"search.target sets both max_drop={self.max_drop:g} and latency_ms={self.latency_ms:g}; "
+                             "expected one of them")
+        if self.max_drop is None and self.latency_ms is None:
+            raise ValueError("search.target must set max_drop (points below the baseline) or latency_ms (p50 budget)")
+        return self
 
 
 class SearchSection(_Section):
@@ -61,6 +91,8 @@ class SearchSection(_Section):
     metric: Literal["val_metric"] = "val_metric"
     tie_break: Literal["latency", "params", "none"] = "latency"
     algorithm: AlgorithmSection = Field(default_factory=AlgorithmSection)
+    scheduler: SchedulerSection = Field(default_factory=SchedulerSection)
+    target: Optional[TargetSection] = None
 
     @field_validator("rates", mode="after")
     @classmethod
