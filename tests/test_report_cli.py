@@ -37,7 +37,7 @@ def test_report_writes_tables_plots_html_and_prints_markdown(tmp_path, capsys):
 def test_compare_puts_both_searches_in_one_table(tmp_path, capsys):
     write_search(tmp_path / "a", name="incremental", rates=(0.5,))
     write_search(tmp_path / "b", name="one-shot", rates=(0.5, 0.9))
-    code, out, err = _run(["report", str(tmp_path / "a"), "--compare", str(tmp_path / "b"), "--no-mlflow"], capsys)
+    code, out, err = _run(["report", str(tmp_path / "a"), "--compare", str(tmp_path / "b")], capsys)
     assert code == 0, err
     assert "## incremental" in out and "## one-shot" in out
     both = pd.read_csv(tmp_path / "a" / "report" / "table_ii_compare.csv")

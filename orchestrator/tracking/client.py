@@ -135,6 +135,12 @@ class Tracker:
                 time.sleep(self.delay * (2**attempt))
         raise ConfigError(f"tracking URI {self.tracking_uri!r}: cannot open MLflow experiment {name!r} ({last})")
 
+    def set_experiment_tags(self, experiment_id: str, tags: dict) -> None:
+        for key, value in tags.items():
+            if value is not None:
+                self._call(lambda: self.client.set_experiment_tag(experiment_id, key, str(value)),
+                           f"tag experiment {experiment_id}")
+
     def experiment_ids(self, name: str | None = None) -> list[str]:
         """[the id of experiment `name`] if it exists, else every experiment's id."""
         exp = self._call(lambda: self.client.get_experiment_by_name(name), f"find experiment {name}") if name else None
@@ -142,6 +148,13 @@ class Tracker:
             return [exp.experiment_id]
         found = self._call(lambda: self.client.search_experiments(), "list experiments") or []
         return [e.experiment_id for e in found]
+
+    def runs_page(self, experiment_name: str, base_url: str | None = None) -> str | None:
+        """The UI address of experiment `experiment_name`'s runs table (`base_url`: the server's,
+        default this Tracker's http URI); None when the experiment is not found."""
+        exp = self._call(lambda: self.client.get_experiment_by_name(experiment_name), f"find {experiment_name}")
+        base = base_url or self.tracking_uri
+        return None if exp is None else f"{base.rstrip('/')}/#/experiments/{exp.experiment_id}/runs"
 
     def experiment_of(self, run_id: str) -> str | None:
         run = self._call(lambda: self.client.get_run(run_id), f"read run {run_id}")
