@@ -22,7 +22,7 @@ def _ok(x) -> bool:
 
 
 def tradeoff_figure(stages, trials, path, *, metric_name: str | None = None, title: str = "") -> Path:
-    """Write the PNG to `path` (1200 x 520 px) and return it; `stages` / `trials`: ledger rows."""
+    """Write the PNG to `path` (1200 x 560 px) and return it; `stages` / `trials`: ledger rows."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -32,7 +32,7 @@ def tradeoff_figure(stages, trials, path, *, metric_name: str | None = None, tit
     dense = next((r for r in done if r.stage == 0), None)
     metric = (metric_name or "metric").replace("_", "-")
     x = [100.0 * float(r.rate or 0.0) for r in done]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5.2), dpi=100)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5.6), dpi=100)
 
     by_stage = {r.stage: 100.0 * float(r.rate or 0.0) for r in done}
     seeds = [(by_stage[t.stage], float(t.val_metric)) for t in trials
@@ -67,7 +67,7 @@ def tradeoff_figure(stages, trials, path, *, metric_name: str | None = None, tit
         ax.set_xlim(-3, 100)
         ax.set_xlabel("pruning rate (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=9, loc="lower left")
+        ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, frameon=False)  # off the data
     if title:
         fig.suptitle(title)
     fig.tight_layout()
