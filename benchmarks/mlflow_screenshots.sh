@@ -54,21 +54,22 @@ print(exp.experiment_id, search.info.run_id, trial.info.run_id, "s4op-" + name)
 EOF
 )
 
-shot() {  # shot FILE URL
+mode="workflowType=machine_learning"  # MLflow's "Model training" mode (registry in the sidebar)
+shot() {  # shot FILE URL [BUDGET_MS]
     "$chromium" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
         --disable-background-networking --disable-component-update --disable-sync \
         --user-data-dir="$profile" --hide-scrollbars --window-size=1600,1000 \
-        --virtual-time-budget=20000 --screenshot="$out/$1" "$2" >/dev/null 2>&1 &
+        --virtual-time-budget="${3:-20000}" --screenshot="$out/$1" "$2" >/dev/null 2>&1 &
     local pid=$!
     wait "$pid" || echo "$0: chromium failed on $2" >&2
     echo "$out/$1  <-  $2"
 }
 
-shot 1-runs-table.png "$base/#/experiments/$exp/runs"
-shot 2-trial.png "$base/#/experiments/$exp/runs/$trial"
-shot 3-search-charts.png "$base/#/experiments/$exp/runs/$search/model-metrics"
-shot 4-tradeoff.png "$base/#/experiments/$exp/runs/$search/artifactPath/tradeoff.png"
-shot 5-registry.png "$base/#/models/$model"
+shot 1-runs-table.png "$base/#/experiments/$exp/runs?$mode"
+shot 2-trial.png "$base/#/experiments/$exp/runs/$trial?$mode"
+shot 3-search-charts.png "$base/#/experiments/$exp/runs/$search/model-metrics?$mode" 90000
+shot 4-tradeoff.png "$base/#/experiments/$exp/runs/$search/artifactPath/tradeoff.png?$mode"
+shot 5-registry.png "$base/#/models/$model?$mode"
 shot 6-model-version.png "$base/#/models/$model/versions/$("$python" -c "
 from mlflow import MlflowClient; c = MlflowClient('$uri', registry_uri='$uri')
-print(max(int(v.version) for v in c.search_model_versions(\"name='$model'\")))")"
+print(max(int(v.version) for v in c.search_model_versions(\"name='$model'\")))")?$mode"

@@ -32,6 +32,7 @@ PARENT_TAG = "mlflow.parentRunId"
 NAME_TAG = "mlflow.runName"
 MAX_PARAM_LEN = 6000  # MLflow's limit on one param value
 PARAMS_PER_BATCH = 100  # MLflow takes at most 100 params per log_batch
+UI_MODE = "workflowType=machine_learning"  # MLflow's UI in its "Model training" mode
 _FAILED = object()  # a forgiving call that failed after every retry
 
 _HTTP_DEFAULTS = {  # MLflow's own HTTP retries back off for minutes; ours are shorter; its per-download
@@ -154,7 +155,8 @@ class Tracker:
         default this Tracker's http URI); None when the experiment is not found."""
         exp = self._call(lambda: self.client.get_experiment_by_name(experiment_name), f"find {experiment_name}")
         base = base_url or self.tracking_uri
-        return None if exp is None else f"{base.rstrip('/')}/#/experiments/{exp.experiment_id}/runs"
+        # workflowType: MLflow 3's UI otherwise starts in its GenAI mode (no model registry in the sidebar)
+        return None if exp is None else f"{base.rstrip('/')}/#/experiments/{exp.experiment_id}/runs?{UI_MODE}"
 
     def experiment_of(self, run_id: str) -> str | None:
         run = self._call(lambda: self.client.get_run(run_id), f"read run {run_id}")
