@@ -219,7 +219,7 @@ def main() -> None:
     ctx.ray = start_ray("local", num_cpus=2)
     if not wait_for_idle_workers(2):  # Ray up, its idle workers warm: as in a search once its stage 0 is done
         print("note: Ray's idle workers had not settled after 60 s")
-    prepare(ctx.tracking_uri, str(search_dir), cfg.model_dump(mode="json"), {})
+    prepare(ctx.tracking_uri, str(search_dir), splits.info.metric)
     cpu_before = ray_cpu_seconds()
     t0, fit_start = time.perf_counter(), time.time()
     grid = tuner(cfg, 1, trial_ctx, tune_storage(ctx, 1), ctx.ray.total_cpus).fit()

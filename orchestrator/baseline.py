@@ -61,17 +61,6 @@ def build_model(cfg, info):
     return S4Model(spec)
 
 
-def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    """{'a': {'b': 1}} -> {'a.b': 1}; lists stay whole."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def train_baseline(cfg, out_dir: str | os.PathLike, *, tracking_uri: str | None = None, console=None,
                    parent_run_id: str | None = None, run_key: str | None = None, device: str = "cpu") -> Path:
     """Train `cfg`'s dense baseline into `out_dir` (the checkpoint folder); returns its path.
@@ -107,11 +96,16 @@ def train_baseline(cfg, out_dir: str | os.PathLike, *, tracking_uri: str | None 
 
     from orchestrator.tracking.baseline_run import BaselineRun
 
+    from orchestrator.tracking import ledger_view as view
+
+    in_search = run_key is not None  # the search run holds the config; this run only what is its own
     tracker = BaselineRun(tracking_uri, out_dir, parent_run_id,
-                   name=f"{cfg.name}-baseline", key=run_key)
-    tracker.start(params={**flatten(cfg.model_dump(mode="json")), "model.params": n_params},
-                  tags={"s4op.kind": "baseline", "s4op.config": cfg.name, "s4op.task": info.name,
+                          name=view.BASELINE_RUN_NAME if in_search else f"{cfg.name}-baseline", key=run_key)
+    config = cfg.model_dump(mode="json")
+    tracker.start(params=view.flatten({"baseline": config["baseline"]} if in_search else config),
+                  tags={**view.kind_tags("baseline"), "s4op.config": cfg.name, "s4op.task": info.name,
                         "s4op.data_fingerprint": data_fp})
+    last_elapsed = [0.0]
     status = "FAILED"
     try:
         def on_epoch(r) -> None:
@@ -119,9 +113,9 @@ def train_baseline(cfg, out_dir: str | os.PathLike, *, tracking_uri: str | None 
             console.print(f"epoch {r.epoch:3d}/{train.epochs}  loss {r.train_loss:.4f}  "
                           f"val {info.metric} {r.val_metric:.4f}{mark} (best {r.best_val_metric:.4f})  "
                           f"lr {r.lr:.2e}  {r.elapsed_s:6.1f}s  ETA {r.eta_s:5.0f}s")
-            tracker.metrics({"train_loss": r.train_loss, "val_metric": r.val_metric,
-                             "best_val_metric": r.best_val_metric, "lr": r.lr, "epoch_time_s": r.elapsed_s},
-                            step=r.epoch)
+            seconds, last_elapsed[0] = r.elapsed_s - last_elapsed[0], r.elapsed_s  # per epoch, not cumulative
+            tracker.metrics(view.epoch_metrics({"loss": r.train_loss, "val_metric": r.val_metric, "seconds": seconds},
+                                               info.metric), step=r.epoch)
 
         result = fit(model, splits, epochs=train.epochs, lr=train.lr, weight_decay=train.weight_decay,
                      batch_size=train.batch_size, patience=train.patience, grad_clip=train.grad_clip,
@@ -137,8 +131,9 @@ def train_baseline(cfg, out_dir: str | os.PathLike, *, tracking_uri: str | None 
                                      extra={"config": cfg.name, "train": train.model_dump(mode="json"),
                                             "history": [h.as_dict() for h in result.history],
                                             "mlflow_run_id": tracker.run_id})
-        tracker.metrics({"final_val_metric": val, "test_metric": test, "majority_val": majority,
-                         "train_time_s": result.elapsed_s, "best_epoch": result.best_epoch})
+        # the final model (best-validation weights) at step = epochs run, as a trial's figures
+        tracker.metrics({view.val_key(info.metric): val, view.test_key(info.metric): test, "n_params": n_params,
+                         "best_epoch": result.best_epoch}, step=result.epochs_run)
         tracker.artifacts(checkpoint)
         status = "FINISHED"
     finally:

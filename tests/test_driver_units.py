@@ -60,5 +60,6 @@ def test_view_prints_progress_lines_and_the_table_ii_summary():
         {"stage": 1, "rate": 0.3, "val_metric": 0.58, "test_metric": 0.57, "latency_p50_ms": 7.5,
          "speedup_pct": 25.0, "params": 800, "param_reduction_pct": 20.0, "best_trial_id": "seed-7"})]
     table = summary_table(stages, metric_name="accuracy").splitlines()
-    assert "latency ms" in table[0] and "speedup %" in table[0]
-    assert table[3].split() == ["1", "0.30", "0.5800", "0.5700", "7.500", "+25.0", "800", "20.0", "seed-7"]
+    assert "latency ms" in table[0] and "change %" in table[0] and "speedup" not in table[0]
+    # one sign convention everywhere: a change vs the dense model, negative = faster / fewer
+    assert table[3].split() == ["1", "30", "0.5800", "0.5700", "7.500", "-25.0", "800", "-20.0", "seed-7"]

@@ -128,7 +128,7 @@ def test_mlflow_server_down_mid_search_then_sync_is_idempotent(tmp_path):
         assert keys <= set(first)
         for r in trials.itertuples():
             status, metrics, parent = first[f"down/stage-{r.stage}/{r.trial_id}"]
-            assert status == "FINISHED" and metrics["final_val_metric"] == pytest.approx(r.val_metric)
+            assert status == "FINISHED" and metrics["val_accuracy"] == pytest.approx(r.val_metric)
             assert parent is not None
         (tmp_path.parent / "server-record.json").write_text(
             f'{{"outbox_records": {len(queued)}, "runs": {len(first)}}}')

@@ -31,13 +31,15 @@ def test_report_writes_tables_plots_html_and_prints_markdown(tmp_path, capsys):
     assert {"table_ii.csv", "table_ii.parquet", "metric_vs_rate.png", "latency_vs_rate.png", "pareto.png",
             "kept_heatmap.png", "report.html"} <= names
     assert pd.read_parquet(tmp_path / "r" / "table_ii.parquet")["rate"].tolist() == [0.0, 0.3, 0.9]
-    assert "report not logged" in err  # no MLflow store: a warning, not a failure
+    assert "report not logged" not in err and "logged to MLflow" not in out  # MLflow only with --log-to-mlflow
+    code, out, err = _run(["report", str(tmp_path / "s"), "--out", str(tmp_path / "r"), "--log-to-mlflow"], capsys)
+    assert code == 0 and "report not logged" in err  # no MLflow store: a warning, not a failure
 
 
 def test_compare_puts_both_searches_in_one_table(tmp_path, capsys):
     write_search(tmp_path / "a", name="incremental", rates=(0.5,))
     write_search(tmp_path / "b", name="one-shot", rates=(0.5, 0.9))
-    code, out, err = _run(["report", str(tmp_path / "a"), "--compare", str(tmp_path / "b"), "--no-mlflow"], capsys)
+    code, out, err = _run(["report", str(tmp_path / "a"), "--compare", str(tmp_path / "b")], capsys)
     assert code == 0, err
     assert "## incremental" in out and "## one-shot" in out
     both = pd.read_csv(tmp_path / "a" / "report" / "table_ii_compare.csv")
@@ -60,16 +62,20 @@ def test_report_is_logged_to_the_parent_run(tmp_path):
     experiment = client.create_experiment("demo", artifact_location=(tmp_path / "art").as_uri())
     parent = client.create_run(experiment, tags={"s4op.key": "demo"}).info.run_id
     client.create_run(experiment, tags={"s4op.key": "demo/stage-1", "mlflow.parentRunId": parent})
-    result = build_report(folder)
-    assert result["mlflow_run_id"] == parent
+    plain = build_report(folder)  # by default MLflow is not touched
+    assert plain["mlflow_run_id"] is None and plain["versions"] == {}
+    assert not client.list_artifacts(parent) and not client.search_registered_models()
+    result = build_report(folder, log_to_mlflow=True)
+    assert result["mlflow_run_id"] == parent and result["versions"] == {}
     logged = {a.path for a in client.list_artifacts(parent, "report")}
     assert {"report/pareto.png", "report/report.html", "report/table_ii.csv"} <= logged
+    assert not client.search_registered_models()  # logging the report never registers
 
 
 def test_unreachable_mlflow_warns_and_the_report_is_still_written(tmp_path, capsys):
     write_search(tmp_path / "s", name="demo", rates=(0.5,))
     start = time.monotonic()
-    result = build_report(tmp_path / "s", tracking_uri="http://127.0.0.1:9")
+    result = build_report(tmp_path / "s", tracking_uri="http://127.0.0.1:9", log_to_mlflow=True)
     assert result["mlflow_run_id"] is None
     assert (result["out"] / "report.html").is_file()
     assert "unreachable" in capsys.readouterr().err
@@ -88,7 +94,7 @@ def test_report_registers_every_stage_and_skips_an_altered_checkpoint(tmp_path, 
     client = MlflowClient(tracking_uri=uri)
     experiment = client.create_experiment("real", artifact_location=(tmp_path / "art").as_uri())
     client.create_run(experiment, tags={"s4op.key": "real"})
-    result = build_report(folder)
+    result = build_report(folder, register=True)
     assert sorted(result["versions"]) == [0.0, 0.5]
     assert "stage 2 (rate 0.9) not registered" in capsys.readouterr().err
     import numpy as np
@@ -98,4 +104,7 @@ def test_report_registers_every_stage_and_skips_an_altered_checkpoint(tmp_path, 
     with torch.no_grad():
         expected = models[1](torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(load_registered(uri, "real", 0.5).predict(x), expected, atol=1e-5)
-    assert build_report(folder)["versions"] == result["versions"]  # idempotent: same versions again
+    assert build_report(folder, register=True)["versions"] == result["versions"]  # idempotent: same versions again
+    version = client.get_model_version_by_alias("s4op-real", "rate-50")
+    assert version.tags["rate_pct"] == "50" and "latency_p50_ms" in version.tags and "n_params" in version.tags
+    assert any(k.startswith("val_") for k in version.tags) and str(folder) not in version.description

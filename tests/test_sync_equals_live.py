@@ -24,6 +24,7 @@ def _store(uri: str) -> dict:
                    for m in r.data.metrics}
         tags = {k: v for k, v in r.data.tags.items() if k.startswith("s4op.")}
         out[r.data.tags["s4op.key"]] = {"params": dict(r.data.params), "metrics": metrics, "tags": tags,
+                                        "name": r.info.run_name,
                                         "parent": keys.get(r.data.tags.get("mlflow.parentRunId")),
                                         "status": r.info.status}
     return out
@@ -51,6 +52,10 @@ def test_sync_into_an_empty_store_gives_what_the_live_search_wrote(tmp_path):
         assert replayed[key]["metrics"] == live[key]["metrics"], key
         assert replayed[key]["tags"] == live[key]["tags"], key
         assert replayed[key]["parent"] == live[key]["parent"], key
+        assert replayed[key]["name"] == live[key]["name"], key
         assert replayed[key]["status"] == live[key]["status"] == "FINISHED", key
-    assert len(live["tiny"]["params"]) >= 13 and len(live["tiny/stage-1/seed-7"]["params"]) >= 15
-    assert live["tiny/stage-1/seed-7"]["metrics"]["loss"][-1][0] == 2  # per-epoch history, step = epoch
+    assert len(live["tiny"]["params"]) >= 30  # the config, flattened once
+    assert set(live["tiny/stage-1/seed-7"]["params"]) == {"seed", "lr", "alloc_base", "kept_per_layer"}
+    assert live["tiny/stage-1/seed-7"]["name"] == "r50-seed7" and live["tiny/stage-1"]["name"] == "r50 (stage 1)"
+    assert live["tiny/stage-1/seed-7"]["metrics"]["train_loss"][-1][0] == 2  # per-epoch history, step = epoch
+    assert [step for step, _ in live["tiny"]["metrics"]["val_accuracy"]] == [0, 50]  # step = rate in percent

@@ -83,9 +83,14 @@ def test_train_generates_data_writes_checkpoint_and_tracks_the_run(tmp_path, cap
     assert run.data.tags["s4op.data_fingerprint"] == meta["data_fingerprint"]
     assert run.data.params["baseline.train.epochs"] == "3"
     assert run.data.params["model.d_model"] == "16"
-    history = client.get_metric_history(run.info.run_id, "val_metric")
-    assert [m.step for m in history] == [1, 2, 3]
-    assert run.data.metrics["test_metric"] == pytest.approx(meta["metrics"]["test_metric"])
+    history = client.get_metric_history(run.info.run_id, "val_accuracy")
+    assert sorted(m.step for m in history) == [1, 2, 3, 3]  # per epoch, then the final model at the last
+    assert run.data.metrics["val_accuracy"] == pytest.approx(meta["metrics"]["val_metric"])
+    assert run.data.metrics["test_accuracy"] == pytest.approx(meta["metrics"]["test_metric"])
+    seconds = client.get_metric_history(run.info.run_id, "epoch_seconds")
+    assert len(seconds) == 3 and all(m.value > 0 for m in seconds)  # each epoch's own time, not cumulative
+    assert sum(m.value for m in seconds) <= meta["metrics"]["train_time_s"]
+    assert run.data.tags["s4op.kind"] == "baseline"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")}
     assert artifacts == {"checkpoint/model.json", "checkpoint/model.safetensors"}
 

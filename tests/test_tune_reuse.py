@@ -43,4 +43,4 @@ def test_a_trial_in_a_reused_worker_matches_one_in_a_fresh_worker(tmp_path):
     runs = {r.data.tags.get("s4op.key"): r for r in runs}
     for seed in (7, 42):
         run = runs[f"reused/stage-1/seed-{seed}"]
-        assert {"loss", "val_metric", "final_val_metric"} <= set(run.data.metrics)
+        assert {"train_loss", "val_accuracy", "epoch_seconds", "test_accuracy"} <= set(run.data.metrics)

@@ -74,13 +74,16 @@ def run_trial(config: dict) -> None:
     epoch_extra = {"stage": ctx.stage, "seed": sample.seed, "trial": name, "started_at": started_at}
     marks["model"] = time.time()
     report_s = {"checkpoint": 0.0, "tune_report": 0.0}
+    elapsed = [float(h["elapsed_s"]) for h in (restored.state.history if restored.state is not None else [])]
 
     def on_epoch(report) -> None:
         t0 = time.time()
+        seconds = float(report.elapsed_s) - (elapsed[-1] if elapsed else 0.0)  # this epoch's, not cumulative
+        elapsed.append(float(report.elapsed_s))
         with trial_io.epoch_checkpoint(model, report.state, report.epoch, epoch_extra) as folder:
             t1 = time.time()
             tune.report({"epoch": int(report.epoch), "loss": float(report.train_loss),
-                         "val_metric": float(report.val_metric), "final": False, **proxy},
+                         "val_metric": float(report.val_metric), "seconds": seconds, "final": False, **proxy},
                         checkpoint=tune.Checkpoint.from_directory(folder))
         report_s["checkpoint"] += t1 - t0
         report_s["tune_report"] += time.time() - t1
@@ -94,7 +97,9 @@ def run_trial(config: dict) -> None:
     test_metric = float(evaluate(model, splits.test, splits.info, batch_size=ctx.batch_size))
     marks["eval"] = time.time()
     model_dir = trial_io.model_dir(ctx, name)
-    history = [{"epoch": h.epoch, "loss": float(h.train_loss), "val_metric": float(h.val_metric)} for h in result.history]
+    ends = [0.0] + [float(h.elapsed_s) for h in result.history]
+    history = [{"epoch": h.epoch, "loss": float(h.train_loss), "val_metric": float(h.val_metric),
+                "seconds": ends[i + 1] - ends[i]} for i, h in enumerate(result.history)]
     save_checkpoint(model, model_dir, task=ctx.task, data_fingerprint=ctx.data_fingerprint,
                     metrics={"val_metric": val_metric, "test_metric": test_metric},
                     extra={"stage": ctx.stage, "rate": ctx.rate, "seed": sample.seed, "trial": name,

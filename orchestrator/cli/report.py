@@ -15,7 +15,8 @@ def register(app: typer.Typer) -> None:
         out: Optional[Path] = typer.Option(None, "--out", help="Output folder [default: <search-dir>/report]."),
         compare: Optional[List[str]] = typer.Option(None, "--compare", help="Another search folder or URI to draw on the same axes (repeatable)."),
         tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI [default: the search's]."),
-        no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not log the report to MLflow."),
+        log_to_mlflow: bool = typer.Option(False, "--log-to-mlflow", help="Also log the report folder to the search's MLflow run (under report/)."),
+        register: bool = typer.Option(False, "--register", help="Register each rate's best model in the MLflow model registry (searches made before the search did it)."),
         work_dir: Optional[str] = typer.Option(None, "--work-dir", help="Folder for the local working copy of a search on s3:// or gs:// [default: ~/.cache/s4op/work/...]."),
     ) -> None:
         """Table II (metric, latency + speedup, params + reduction, seed spread), plots and HTML."""
@@ -26,7 +27,7 @@ def register(app: typer.Typer) -> None:
         from orchestrator.reports.pipeline import build_report
 
         result = build_report(search_dir, out, compare, tracking_uri=tracking_uri,
-                              log_to_mlflow=not no_mlflow)
+                              log_to_mlflow=log_to_mlflow, register=register)
         for label, md in result["markdown"].items():
             typer.echo(f"\n## {label}\n\n{md}\n")
         if result.get("target"):

@@ -15,11 +15,15 @@ WORK_DIR_HELP = ("Folder for the local working copy of a search on s3:// or gs:/
 def _ui_hint(search_dir: Path) -> str:
     from orchestrator.search.folder import read_meta
     from orchestrator.storage.work_copy import localise_meta
+    from orchestrator.tracking.client import Tracker
 
-    uri = localise_meta(read_meta(search_dir), search_dir)["tracking_uri"]
+    meta = localise_meta(read_meta(search_dir), search_dir)
+    uri, experiment = meta["tracking_uri"], meta.get("experiment", meta["name"])
     if uri.startswith("sqlite:"):
-        return f"open MLflow with:  mlflow ui --backend-store-uri {uri}"
-    return f"MLflow runs are at {uri}"
+        page = Tracker(uri).runs_page(experiment, "http://127.0.0.1:5000")
+        return (f"open MLflow with:  mlflow ui --backend-store-uri {uri} --port 5000\n"
+                f"then browse to the runs table:  {page or 'http://127.0.0.1:5000'}")
+    return f"MLflow runs are at {Tracker(uri).runs_page(experiment) or uri}"
 
 
 def print_result(search_dir: Path) -> None:
@@ -50,8 +54,10 @@ def search(
     from search_spaces.config import load_search_config
 
     cfg = load_search_config(config, overrides)
+    from orchestrator.search.provenance import cli_command
+
     search_dir = start_search(cfg, storage=storage, name=name, tracking_uri=tracking_uri, address=address,
-                              allow_local_storage=allow_local_storage, work_dir=work_dir)
+                              allow_local_storage=allow_local_storage, work_dir=work_dir, command=cli_command())
     print_result(search_dir)
 
 

@@ -1,5 +1,7 @@
 """`s4op report`: from a finished search to Table II + seed spread (Markdown, CSV + Parquet), plots and
-one HTML page, logged to the search's MLflow parent run; `--compare` draws several searches.
+one HTML page; logged to the search's MLflow run only when asked (`--log-to-mlflow`), and the
+registry touched only when asked (`--register`, for searches made before the search registered its
+models); `--compare` draws several searches.
 Also where a search's stage checkpoints are found and verified (used by export).
 """
 
@@ -98,10 +100,12 @@ def _labels(searches) -> list[str]:
 
 def build_report(search_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
                  compare: list[str | os.PathLike] = (), *, tracking_uri: str | None = None,
-                 log_to_mlflow: bool = True) -> dict:
-    """Tables, plots and the HTML page of one search (plus `compare` searches on the same axes).
+                 log_to_mlflow: bool = False, register: bool = False) -> dict:
+    """Tables, plots and the HTML page of one search (plus `compare` searches on the same axes);
+    `log_to_mlflow`: log the folder to the search run under `report/`; `register`: register each
+    stage's best model (idempotent). Without them MLflow is not touched.
 
-    Returns dict(markdown: {label: str}, files: [Path], mlflow_run_id: str | None).
+    Returns dict(markdown: {label: str}, files: [Path], mlflow_run_id: str | None, versions: {rate: version}).
     """
     from orchestrator.reports import plots
     from orchestrator.reports.table import (completed_trials, display_table, kept_matrix, latency_protocol,
@@ -147,15 +151,18 @@ def build_report(search_dir: str | os.PathLike, out_dir: str | os.PathLike | Non
         + [f"{label}: {text}" for label, text in answers.items() if text])
     files.append(page)
     run_id, versions = None, {}
+    first = searches[0]
+    uri = tracking_uri_of(first.folder, tracking_uri) if (log_to_mlflow or register) else None
     if log_to_mlflow:
-        uri = tracking_uri_of(searches[0].folder, tracking_uri)
-        first = searches[0]
         stage0 = first.stages[first.stages["stage"] == 0]
         run_id = log_report(first.folder, first.name, out, uri, warn=_warn,
                             experiment=_search_meta(first.folder).get("experiment", first.name),
                             stage0_run_id=(stage0["mlflow_run_id"].iloc[0] or None) if not stage0.empty else None)
-        if run_id is not None:
-            versions = register_search(searches[0], uri)
+    if register:
+        if uri is None:
+            _warn(f"no MLflow store for {first.folder}; nothing registered")
+        else:
+            versions = register_search(first, uri)
     return {"markdown": markdown, "files": files, "mlflow_run_id": run_id, "out": out, "versions": versions,
             "name": searches[0].name, "target": answers[labels[0]]}
 
@@ -173,20 +180,27 @@ def target_answer_of(folder: Path) -> str | None:
 
 
 def register_search(search, tracking_uri: str) -> dict[float, str]:
-    """Register every completed stage's best model (idempotent: the driver may have done it already).
+    """Register every completed stage's best model (idempotent: the driver may have done it already),
+    linked to its winning trial's run (stage 0: the stage's run) and tagged with its figures.
 
     Returns {rate: version}; a stage whose checkpoint is missing or altered is skipped with a warning.
     """
+    from orchestrator.tracking import ledger_view as view
     from orchestrator.tracking.registry import register_stage_best
     from orchestrator.tracking.report_run import quick_http
 
     versions = {}
-    for row in ledger.rows_of(search.stages, ledger.StageRow):
+    trials = search.trials
+    for row in ledger.rows_of(search.stages[search.stages["status"] == "completed"], ledger.StageRow):
         try:
             folder = verified_checkpoint(search, row)
+            best = trials[(trials["stage"] == row.stage) & (trials["trial_id"] == row.best_trial_id)]
+            run_id = (best["mlflow_run_id"].iloc[0] if not best.empty else None) or row.mlflow_run_id
+            name = view.trial_run_name(row.rate, row.best_trial_id) if row.stage > 0 and row.best_trial_id else None
             with quick_http():
                 versions[row.rate] = register_stage_best(
-                    tracking_uri, search.name, row.stage, row.rate, folder, row.mlflow_run_id)
+                    tracking_uri, search.name, row.stage, row.rate, folder, run_id, tags=view.version_tags(row),
+                    description=view.version_description(search.name, row, name))
         except Exception as exc:  # noqa: BLE001 - the registry is a view; the report is written
             _warn(f"model registry: stage {row.stage} (rate {row.rate:g}) not registered: "
                   f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")

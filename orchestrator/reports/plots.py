@@ -54,7 +54,7 @@ def plot_metric_vs_rate(tables: dict[str, pd.DataFrame], path) -> Path:
 
 
 def plot_latency_vs_rate(tables: dict[str, pd.DataFrame], path) -> Path:
-    """Selected model's median latency (ms) vs pruning rate (%), speedup % annotated."""
+    """Selected model's median latency (ms) vs pruning rate (%), latency change % (negative = faster) annotated."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for i, (label, t) in enumerate(tables.items()):
         x = t["rate"] * 100

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from orchestrator.search import ledger
 from orchestrator.search.create import now
-from orchestrator.search.stage_record import record_stage
+from orchestrator.search.stage_record import record_stage, register_stage
 from orchestrator.tracking import publish
 from orchestrator.tracking.client import run_key
 from search_spaces.errors import CheckpointError, SearchStateError
@@ -73,7 +73,9 @@ def run_baseline_stage(ctx) -> str:
                                     latency=latency, params=params, kept=kept, checkpoint=str(checkpoint),
                                     sha256=checkpoint_sha256(checkpoint), run_id=stage_run, started_at=started,
                                     ended_at=now())
-    record_stage(ctx, row, checkpoint, None)
+    record_stage(ctx, row, checkpoint)
+    trained = ctx.tracker.find_run(ctx.experiment_id, run_key(ctx.name, 0, "baseline"))
+    register_stage(ctx, row, checkpoint, trained if isinstance(trained, str) else stage_run)
     if ctx.store is not None:  # trials on every node read the parent from the object store
         row = ledger.replace(row, checkpoint=ctx.store.push_checkpoint(checkpoint))
     ledger.write_stage(ctx.search_dir, row)

@@ -10,6 +10,7 @@ from pathlib import Path
 from orchestrator.search import ledger
 from orchestrator.search.folder import SearchFolder
 from orchestrator.search.lock import acquire_lock
+from orchestrator.search.provenance import provenance
 from orchestrator.search.ray_runtime import is_embedded, start_ray
 from orchestrator.tracking.client import Tracker, default_tracking_uri
 from search_spaces.errors import SearchStateError
@@ -21,12 +22,14 @@ def now() -> str:
 
 def create_search(cfg, *, storage: str | os.PathLike = "s4op-runs", name: str | None = None,
                   tracking_uri: str | None = None, address: str | None = "local",
-                  allow_local_storage: bool = False, work_dir: str | os.PathLike | None = None):
+                  allow_local_storage: bool = False, work_dir: str | os.PathLike | None = None,
+                  command: str | None = None):
     """Make `<storage>/<name>/` with config, search.json, lock, empty ledger and the MLflow store.
 
     Returns (search_dir, held lock). An existing search folder is refused (use `s4op resume`).
     An object-store `storage` (s3://, gs://): search_dir is the local working copy under `work_dir`
-    (`storage/work_copy.py`), mirrored to `<storage>/<name>/`.
+    (`storage/work_copy.py`), mirrored to `<storage>/<name>/`. `command`: the CLI line that made it
+    (recorded with the s4op version and git commit, `provenance.py`).
     """
     name = name or cfg.name
     if not is_embedded(address):
@@ -54,7 +57,8 @@ def create_search(cfg, *, storage: str | os.PathLike = "s4op-runs", name: str | 
                                    f"`s4op resume {search_dir}` or choose another --name")
         tracking_uri = tracking_uri or default_tracking_uri(search_dir)
         meta = {"name": name, "tracking_uri": tracking_uri, "experiment": name, "created_at": now(),
-                "address": address, "host": socket.gethostname(), "config": cfg.model_dump(mode="json")}
+                "address": address, "host": socket.gethostname(), "config": cfg.model_dump(mode="json"),
+                **provenance(command)}
         if store is not None:
             meta.update(search_uri=store.uri, tracking_in_work_copy=tracking_uri == default_tracking_uri(search_dir))
         folder.write_meta(meta)

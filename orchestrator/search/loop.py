@@ -28,10 +28,10 @@ from orchestrator.tracking import ledger_view, publish
 def start_search(cfg, *, storage: str | os.PathLike = "s4op-runs", name: str | None = None,
                  tracking_uri: str | None = None, address: str | None = "local",
                  allow_local_storage: bool = False, view=None, num_cpus: int | None = None,
-                 work_dir: str | os.PathLike | None = None) -> Path:
+                 work_dir: str | os.PathLike | None = None, command: str | None = None) -> Path:
     """`s4op search`: create `<storage>/<name>/` (config, lock, ledger, MLflow) and run it to the end."""
     search_dir, lock = create_search(cfg, storage=storage, name=name, tracking_uri=tracking_uri, address=address,
-                                     allow_local_storage=allow_local_storage, work_dir=work_dir)
+                                     allow_local_storage=allow_local_storage, work_dir=work_dir, command=command)
     try:
         return run_locked(search_dir, cfg, SearchFolder(search_dir).read_meta(), address=address, view=view,
                           num_cpus=num_cpus)
@@ -51,7 +51,8 @@ def open_search_context(search_dir: Path, cfg, meta: dict, *, address, view) -> 
     experiment_id = tracker.open_experiment(meta.get("experiment", name), artifact_dir=folder.artifacts_dir)
     facts = dict(meta.get("facts") or {})
     config = cfg.model_dump(mode="json")
-    search_run = publish.open_search_run(tracker, experiment_id, name, str(search_dir), config, facts)
+    search_run = publish.open_search_run(tracker, experiment_id, name, str(search_dir), config, facts, meta)
+    tracker.log_artifact(search_run, folder.config_path)  # config.yaml, as started
     view = view or SearchView(n_stages=max_stages(cfg), search=name)
     return SearchContext(folder, cfg, name, meta["tracking_uri"], tracker, experiment_id, search_run, view,
                          address=address, facts=facts, store=store_of(meta, search_dir))

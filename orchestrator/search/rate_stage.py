@@ -14,9 +14,9 @@ import time
 from dataclasses import asdict
 
 from orchestrator.search import ledger
-from search_spaces.best_trial import choose_best, speedup_pct
+from search_spaces.best_trial import choose_best
 from orchestrator.search.create import now
-from orchestrator.search.stage_record import record_stage
+from orchestrator.search.stage_record import record_stage, register_stage
 from orchestrator.tracking import publish
 from orchestrator.tracking.tune_callback import flush, prepare
 from search_spaces.errors import SearchStateError
@@ -82,19 +82,20 @@ def run_rate_stage(ctx, k: int, rate: float, parent: str) -> str:
     stage_run = publish.open_stage_run(ctx.tracker, ctx.experiment_id, ctx.name, k, rate, ctx.search_run_id)
     trial_ctx = trial_context(ctx, k, rate, parent, stage_run)
     ctx.folder.stage_dir(k).mkdir(parents=True, exist_ok=True)
-    prepare(ctx.tracking_uri, str(ctx.search_dir), ctx.config_dict, ctx.facts)
+    prepare(ctx.tracking_uri, str(ctx.search_dir), ctx.splits.info.metric)
     outcomes = run_stage_trials(cfg, k, trial_ctx, tune_storage(ctx, k), ctx.ray.total_cpus, note=ctx.view.note)
     metric_name = ctx.splits.info.metric
     rows = [ledger.finished_trial_row(trial_ctx, o.sample, o.name, o.result, o.error, metric_name, o.stopped)
             for o in outcomes]
     opened = flush()  # the trial runs opened as Tune started them; others (finished before a restore) now
     rows = [ledger.replace(r, mlflow_run_id=opened.get(publish.view.trial_key(ctx.name, r)) or publish.open_trial_run(
-        ctx.tracker, ctx.experiment_id, ctx.name, r, stage_run, ctx.config_dict, ctx.facts)) for r in rows]
+        ctx.tracker, ctx.experiment_id, ctx.name, r, stage_run)) for r in rows]
     ok = {r.trial_id: r.checkpoint for r in rows if r.status == "completed"}
     ctx.view.note(f"stage {k}: measuring latency of {len(ok)} models with exclusive use of the device")
     latencies = ctx.latency_of(ok)
     rows = [ledger.with_latency(r, latencies.get(r.trial_id),
                                 checkpoint_sha256(r.checkpoint) if r.trial_id in latencies else None) for r in rows]
+    dense = next(r for r in ledger.stage_rows(ctx.search_dir) if r.stage == 0)
     # optuna-pareto: the most accurate point of the front, ties to the lower latency
     tie_break = "latency" if cfg.search.algorithm.kind == "optuna-pareto" else cfg.search.tie_break
     best = choose_best([asdict(r) for r in rows], metric=cfg.search.metric, mode="max", tie_break=tie_break)
@@ -103,7 +104,7 @@ def run_rate_stage(ctx, k: int, rate: float, parent: str) -> str:
         ledger.write_stage(ctx.search_dir, ledger.failed_stage_row(ctx.name, k, rate, rows, metric_name, stage_run,
                                                                     started, now()))
         ctx.mirror()
-        publish.publish_trials(ctx.tracker, rows, {}, stage_done=True)
+        publish.publish_trials(ctx.tracker, rows, dense, stage_done=True)
         ctx.tracker.finish(stage_run, "FAILED")
         errors = "; ".join(sorted({str(r.error) for r in rows}))[:300]
         raise SearchStateError(f"stage {k} (rate {rate:g}): every trial failed ({errors}); "
@@ -112,11 +113,9 @@ def run_rate_stage(ctx, k: int, rate: float, parent: str) -> str:
     best_row = next(r for r in rows if r.is_best)
     best_location = _copy_best(ctx, k, best_row.checkpoint)
     best_dir = ctx.folder.best_dir(k)
-    dense = next(r for r in ledger.stage_rows(ctx.search_dir) if r.stage == 0)
     row = ledger.best_stage_row(best_row, rows, dense, checkpoint=best_location, sha256=checkpoint_sha256(best_dir),
                                 run_id=stage_run, started_at=started, ended_at=now())
-    speedups = {r.trial_id: speedup_pct(r.latency_p50_ms, dense.latency_p50_ms) for r in rows}
-    record_stage(ctx, row, best_dir, str(parent), rows, speedups)
+    record_stage(ctx, row, best_dir, rows, dense)
     ledger.write_trials(ctx.search_dir, rows)
     ledger.write_stage(ctx.search_dir, row)
     ctx.mirror()
@@ -126,12 +125,7 @@ def run_rate_stage(ctx, k: int, rate: float, parent: str) -> str:
         prune_checkpoints(ctx.search_dir, k)
     except OSError as exc:
         log.warning("stage %d: checkpoint pruning failed: %s", k, exc)
-    try:
-        from orchestrator.tracking.registry import register_stage_best
-
-        register_stage_best(ctx.tracking_uri, ctx.name, k, rate, best_dir, stage_run)
-    except Exception as exc:  # noqa: BLE001 - registration is a view; the ledger is the truth
-        log.warning("model registry: stage %d not registered: %s", k, exc)
+    register_stage(ctx, row, best_dir, best_row.mlflow_run_id)
     ctx.stage_seconds.append(time.time() - t0)
     ctx.view.stage_finished(k, row)
     return best_location

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.search import ledger
-from search_spaces.best_trial import speedup_pct
 from orchestrator.search.folder import SearchFolder
+from orchestrator.search.stage_record import publish_tradeoff
 from orchestrator.tracking import publish
 from orchestrator.tracking.client import Tracker
 from orchestrator.tracking.outbox import outbox_path, read_outbox, rewrite_outbox
@@ -80,11 +80,13 @@ def trial_history(row) -> list[dict]:
 
 
 def replay_ledger(t: _Counting, folder: SearchFolder, meta: dict) -> str:
-    """Search, stage and trial runs for every ledger row, through `tracking.publish` (as live)."""
+    """Search, stage and trial runs for every ledger row, through `tracking.publish` (as live), then
+    the config file and the trade-off figure on the search run."""
     name, config, facts = meta["name"], meta.get("config") or {}, meta.get("facts") or {}
     experiment_id = t.open_experiment(meta.get("experiment", name), artifact_dir=folder.artifacts_dir)
     stages, trials = ledger.stage_rows(folder.root), ledger.trial_rows(folder.root)
-    search_run = publish.open_search_run(t, experiment_id, name, str(folder.root), config, facts, replay=True)
+    search_run = publish.open_search_run(t, experiment_id, name, str(folder.root), config, facts, meta, replay=True)
+    t.log_artifact(search_run, folder.config_path)
     by_stage = {r.stage: r for r in stages}
     dense = by_stage.get(0)
     for k in sorted({r.stage for r in stages} | {r.stage for r in trials}):
@@ -94,16 +96,19 @@ def replay_ledger(t: _Counting, folder: SearchFolder, meta: dict) -> str:
         stage_run = publish.open_stage_run(t, experiment_id, name, k, rate, search_run, replay=True)
         synced = []
         for r in rows:
-            run = publish.open_trial_run(t, experiment_id, name, r, stage_run, config, facts, replay=True)
-            publish.publish_epochs(t, run, trial_history(r), replay=True)
+            run = publish.open_trial_run(t, experiment_id, name, r, stage_run, replay=True)
+            publish.publish_epochs(t, run, trial_history(r), r.metric_name, replay=True,
+                                   start_ms=publish.millis(r.started_at))
             synced.append(ledger.replace(r, mlflow_run_id=run))
-        speedups = {r.trial_id: speedup_pct(r.latency_p50_ms, dense.latency_p50_ms if dense else None) for r in rows}
-        publish.publish_trials(t, synced, speedups, stage_done=row is not None, replay=True)
+        publish.publish_trials(t, synced, dense, stage_done=row is not None, replay=True)
         if row is not None:
-            parent = rows[0].parent_checkpoint if rows else None
-            publish.publish_stage(t, search_run, ledger.replace(row, mlflow_run_id=stage_run), parent, facts,
+            publish.publish_stage(t, search_run, ledger.replace(row, mlflow_run_id=stage_run), dense, config, facts,
                                   replay=True)
     done = {r.stage for r in stages if r.status == "completed"}
+    if done:
+        last = max(done)
+        publish_tradeoff(t, [search_run], stages, trials, folder.plots_dir, by_stage[last].metric_name,
+                         f"{name}: best model per pruning rate, after stage {last}")
     if config and done >= set(range(len(config["search"]["rates"]) + 1)):  # the search ended, as live
         t.finish(search_run, end_ms=publish.millis(by_stage[max(done)].ended_at))
     return experiment_id

@@ -1,8 +1,9 @@
 """What the driver shows: a live line per event (or a rich Live panel on a TTY) and the summary.
 
 Live: stage k of K at rate r, trials running/done/failed, best so far, elapsed and ETA. Summary:
-the paper's Table II columns (rate, val/test metric, latency ms and speedup %, parameters and
-reduction %). `stage_plot` draws metric and latency vs rate for MLflow.
+the paper's Table II columns (rate, val/test metric, latency ms and its change %, parameters and
+their change %). Changes are against the dense stage 0, negative = faster / fewer, everywhere
+(console, status, report, MLflow); the ledger stores `speedup_pct` (positive = faster).
 """
 
 from __future__ import annotations
@@ -93,12 +94,12 @@ class SearchView:
         if self.best is None or k > 0:
             self.best = row
         dense = self.dense or {}
-        change = latency_change_text(row.get("speedup_pct"), row.get("latency_p50_ms"), row.get("latency_p90_ms"),
+        change = latency_change_text(_negated(row.get("speedup_pct")), row.get("latency_p50_ms"), row.get("latency_p90_ms"),
                                      dense.get("latency_p50_ms"), dense.get("latency_p90_ms"), dense=k == 0)
         change += "" if change in ("-", "within noise") else " %"
         self._emit(f"[{self.elapsed()}] stage {k} done: best {row.get('best_trial_id')} "
                    f"val {_fmt(row.get('val_metric'), '.4f')} test {_fmt(row.get('test_metric'), '.4f')} "
-                   f"latency {_fmt(row.get('latency_p50_ms'), '.3f')} ms (speedup {change}) "
+                   f"latency {_fmt(row.get('latency_p50_ms'), '.3f')} ms (change {change}) "
                    f"params {row.get('params')}; ETA {self.eta()}")
 
     def note(self, text: str) -> None:
@@ -129,6 +130,14 @@ class SearchView:
         self._emit(summary_table(stages, metric_name=metric_name, protocol=protocol))
 
 
+def _negated(value):
+    """A stored reduction (positive = less) as a change (negative = less); no "-0.0"."""
+    try:
+        return None if value is None else 0.0 - float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def _clock(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
@@ -136,48 +145,28 @@ def _clock(seconds: float) -> str:
 
 def summary_table(stages, *, metric_name: str = "val_metric", protocol: str | None = None) -> str:
     """The paper's Table II columns as plain text, one line per stage (`stages`: ledger `StageRow`s);
-    a latency that differs from the dense one by less than their p50-p90 spread reads "within noise";
-    `protocol` (the latency protocol line) is printed under the table."""
+    changes are against the dense stage 0, negative = faster / fewer; a latency that differs from the
+    dense one by less than their p50-p90 spread reads "within noise"; `protocol` (the latency
+    protocol line) is printed under the table."""
     from orchestrator.latency_noise import latency_change_text
 
-    head = f"{'stage':>5} {'rate':>5} {'val ' + metric_name:>14} {'test':>8} {'latency ms':>11} {'speedup %':>12} {'params':>10} {'reduction %':>12} {'best':>10}"
+    head = (f"{'stage':>5} {'rate %':>6} {'val ' + metric_name:>14} {'test':>8} {'latency ms':>11} {'change %':>12} "
+            f"{'params':>10} {'change %':>9} {'best':>10}")
     lines = [head, "-" * len(head)]
     ordered = sorted(stages, key=lambda r: r.stage)
     dense = next((r for r in ordered if r.stage == 0), None)
     dense_p50 = dense.latency_p50_ms if dense is not None else None
-    dense_p90 = getattr(dense, "latency_p90_ms", None) if dense is not None else None
+    dense_p90 = dense.latency_p90_ms if dense is not None else None
     for r in ordered:
-        change = latency_change_text(r.speedup_pct, r.latency_p50_ms, getattr(r, "latency_p90_ms", None), dense_p50,
+        change = latency_change_text(_negated(r.speedup_pct), r.latency_p50_ms, r.latency_p90_ms, dense_p50,
                                      dense_p90, dense=r.stage == 0)
-        lines.append(f"{r.stage:>5} {r.rate or 0.0:>5.2f} {_fmt(r.val_metric, '.4f'):>14} "
+        lines.append(f"{r.stage:>5} {100 * (r.rate or 0.0):>6g} {_fmt(r.val_metric, '.4f'):>14} "
                      f"{_fmt(r.test_metric, '.4f'):>8} {_fmt(r.latency_p50_ms, '.3f'):>11} "
                      f"{change:>12} {'-' if r.params is None else r.params:>10} "
-                     f"{_fmt(r.param_reduction_pct, '.1f'):>12} {r.best_trial_id or '-':>10}")
+                     f"{_fmt(_negated(r.param_reduction_pct), '+.1f'):>9} {r.best_trial_id or '-':>10}")
     if protocol:
         lines.append(protocol)
     return "\n".join(lines)
-
-
-def stage_plot(stages, path, *, metric_name: str = "metric"):
-    """PNG of val metric and latency p50 vs rate for the stages so far; returns the path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    done = stages[stages["status"] == "completed"].sort_values("rate")
-    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
-    ax.plot(done["rate"], done["val_metric"], "o-", color="tab:blue", label=f"val {metric_name}")
-    ax.set_xlabel("pruning rate")
-    ax.set_ylabel(f"val {metric_name}", color="tab:blue")
-    ax2 = ax.twinx()
-    ax2.plot(done["rate"], done["latency_p50_ms"], "s--", color="tab:red", label="latency p50")
-    ax2.set_ylabel("latency p50 (ms)", color="tab:red")
-    ax.set_title("metric and latency vs rate")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
 
 
 class ViewEvents:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from orchestrator.tracking.ledger_view import EXPERIMENT_KIND
 from orchestrator.tracking.client import NAME_TAG, PARENT_TAG, Tracker, default_tracking_uri
 from search_spaces.errors import ConfigError, S4opError
 
@@ -32,6 +33,7 @@ class BaselineRun:
                 sqlite = self.uri.startswith("sqlite:///")
                 artifacts = Path(self.uri[len("sqlite:///"):]).parent / "mlartifacts" if sqlite else None
                 experiment_id = t.open_experiment(EXPERIMENT, artifact_dir=artifacts)
+                t.set_experiment_tags(experiment_id, EXPERIMENT_KIND)
             if self.key:  # inside a search: found-or-created, so a resumed search reuses it
                 self.run_id = t.run(experiment_id, self.key, name=self.name, parent_run_id=self.parent_run_id,
                                     tags=tags, reopen=False)

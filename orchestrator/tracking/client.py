@@ -32,6 +32,7 @@ PARENT_TAG = "mlflow.parentRunId"
 NAME_TAG = "mlflow.runName"
 MAX_PARAM_LEN = 6000  # MLflow's limit on one param value
 PARAMS_PER_BATCH = 100  # MLflow takes at most 100 params per log_batch
+UI_MODE = "workflowType=machine_learning"  # MLflow's UI in its "Model training" mode
 _FAILED = object()  # a forgiving call that failed after every retry
 
 _HTTP_DEFAULTS = {  # MLflow's own HTTP retries back off for minutes; ours are shorter; its per-download
@@ -135,6 +136,12 @@ class Tracker:
                 time.sleep(self.delay * (2**attempt))
         raise ConfigError(f"tracking URI {self.tracking_uri!r}: cannot open MLflow experiment {name!r} ({last})")
 
+    def set_experiment_tags(self, experiment_id: str, tags: dict) -> None:
+        for key, value in tags.items():
+            if value is not None:
+                self._call(lambda: self.client.set_experiment_tag(experiment_id, key, str(value)),
+                           f"tag experiment {experiment_id}")
+
     def experiment_ids(self, name: str | None = None) -> list[str]:
         """[the id of experiment `name`] if it exists, else every experiment's id."""
         exp = self._call(lambda: self.client.get_experiment_by_name(name), f"find experiment {name}") if name else None
@@ -142,6 +149,14 @@ class Tracker:
             return [exp.experiment_id]
         found = self._call(lambda: self.client.search_experiments(), "list experiments") or []
         return [e.experiment_id for e in found]
+
+    def runs_page(self, experiment_name: str, base_url: str | None = None) -> str | None:
+        """The UI address of experiment `experiment_name`'s runs table (`base_url`: the server's,
+        default this Tracker's http URI); None when the experiment is not found."""
+        exp = self._call(lambda: self.client.get_experiment_by_name(experiment_name), f"find {experiment_name}")
+        base = base_url or self.tracking_uri
+        # workflowType: MLflow 3's UI otherwise starts in its GenAI mode (no model registry in the sidebar)
+        return None if exp is None else f"{base.rstrip('/')}/#/experiments/{exp.experiment_id}/runs?{UI_MODE}"
 
     def experiment_of(self, run_id: str) -> str | None:
         run = self._call(lambda: self.client.get_run(run_id), f"read run {run_id}")

@@ -1,7 +1,8 @@
 """MLflow model registry: each stage's best model as a version of one registered model per search.
 
 The registered model of search `name` is `s4op-<name>`; the best model of the stage at rate r is a
-version tagged `s4op.stage`, `s4op.rate`, `s4op.checkpoint_sha256` and aliased `rate-<pct>`
+version tagged `s4op.stage`, `s4op.checkpoint_sha256` (plus the figures the caller gives: metric,
+latency, parameters, `rate_pct`) and aliased `rate-<pct>`
 (`rate-0` is the dense baseline, `rate-50` the 50 % stage). The version's artifact is an MLflow
 pyfunc that wraps our safetensors checkpoint folder (copied as an artifact): loading it rebuilds
 the model with `workers.checkpoint.load_checkpoint`, which never unpickles weights, and
@@ -116,11 +117,14 @@ def _stage_run(tracking_uri: str, search_name: str, stage: int) -> str:
 
 
 def register_stage_best(tracking_uri: str, search_name: str, stage: int, rate: float,
-                        checkpoint_dir: str | os.PathLike, run_id: str | None) -> str:
+                        checkpoint_dir: str | os.PathLike, run_id: str | None, *, tags: dict | None = None,
+                        description: str | None = None) -> str:
     """Register the best checkpoint of `stage` (at `rate`) and alias it `rate-<pct>`; returns the version.
 
-    The pyfunc is logged as artifact `registered-model/stage-<stage>` of run `run_id` (the stage's
-    MLflow run; None: a run found-or-created in the search's experiment).
+    The pyfunc is logged as artifact `registered-model/stage-<stage>` of run `run_id` (the winning
+    trial's run, which MLflow then shows the version on; None: a run found-or-created in the search's
+    experiment). `tags` (the model's figures, `ledger_view.version_tags`) and `description` (no
+    local path) are the version's.
     """
     from workers.checkpoint import checkpoint_sha256
 
@@ -154,8 +158,9 @@ def register_stage_best(tracking_uri: str, search_name: str, stage: int, rate: f
         source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
         version = client.create_model_version(
             name, source=source, run_id=run_id,
-            tags={"s4op.search": search_name, "s4op.stage": str(stage), "s4op.rate": f"{float(rate):g}",
-                  "s4op.checkpoint_sha256": sha256},
-            description=f"stage {stage}, rate {float(rate):g}: best trial checkpoint {checkpoint_dir}")
+            tags={"s4op.search": search_name, "s4op.stage": str(stage), "s4op.checkpoint_sha256": sha256,
+                  **{k: str(v) for k, v in (tags or {}).items() if v is not None}},
+            description=description or f"s4op search {search_name!r}: best model of stage {stage} "
+                                       f"(pruning rate {100 * float(rate):g} %)")
     client.set_registered_model_alias(name, alias, version.version)
     return str(version.version)

@@ -3,7 +3,7 @@
 Trials never import MLflow: a fresh Ray worker would pay ~2 s of CPU importing it, and many
 processes writing one sqlite file contend for its lock. `search/tune_stage.py` turns Tune's events
 into calls of `TrialTracking` (trial started: find or create its run under the stage run with its
-params; epoch result: log loss and val metric at step = epoch). The writes go through a queue to
+params; epoch result: log its loss, val metric and seconds at step = epoch). The writes go through a queue to
 one thread per (tracking URI, search folder) with its own queueing tracker (a write that still
 fails lands in the outbox), so a slow or down server never stalls Tune's event loop.
 `flush()` after `.fit()` waits for them and gives the run ids opened; the final figures are then
@@ -31,8 +31,8 @@ _LOCK = threading.Lock()
 class _Writer:
     """One daemon thread applying queued trial writes in order with its own queueing tracker."""
 
-    def __init__(self, tracking_uri: str, search_dir: str, config: dict, facts: dict):
-        self.tracking_uri, self.search_dir, self.config, self.facts = tracking_uri, search_dir, config, facts
+    def __init__(self, tracking_uri: str, search_dir: str, metric_name: str | None):
+        self.tracking_uri, self.search_dir, self.metric_name = tracking_uri, search_dir, metric_name
         self.tasks: queue.Queue = queue.Queue()
         self.run_ids: dict[str, str] = {}  # s4op.key -> run id, for the runs opened here
         self.tracker = None
@@ -49,29 +49,31 @@ class _Writer:
                 if op == "open":
                     ctx, row = args
                     run_id = publish.open_trial_run(self.tracker, ctx.experiment_id, ctx.search, row,
-                                                    ctx.stage_run_id, self.config, self.facts)
+                                                    ctx.stage_run_id)
                     if run_id:
                         self.run_ids[ledger_view.trial_key(ctx.search, row)] = run_id
                 else:
-                    key, metrics, step = args
-                    self.tracker.log_metrics(self.run_ids.get(key), metrics, step=step)
+                    key, epoch = args
+                    self.tracker.log_metrics(self.run_ids.get(key), ledger_view.epoch_metrics(epoch, self.metric_name),
+                                             step=int(epoch["epoch"]))
             except Exception as exc:  # noqa: BLE001 - MLflow is a view; the ledger is the truth
                 log.warning("MLflow trial write %s failed: %s", op, exc)
             finally:
                 self.tasks.task_done()
 
 
-def prepare(tracking_uri: str | None, search_dir: str, config: dict, facts: dict) -> None:
-    """Before a stage's `.fit()`: what trial runs of this search need besides the trial context."""
+def prepare(tracking_uri: str | None, search_dir: str, metric_name: str | None) -> None:
+    """Before a stage's `.fit()`: what trial runs of this search need besides the trial context
+    (the task metric's name, which names the per-epoch metric)."""
     if not tracking_uri:
         return
     where = (str(tracking_uri), str(search_dir))
     with _LOCK:
         writer = _WRITERS.get(where)
         if writer is None:
-            _WRITERS[where] = _Writer(*where, config, facts)
+            _WRITERS[where] = _Writer(*where, metric_name)
         else:
-            writer.config, writer.facts = config, facts
+            writer.metric_name = metric_name
 
 
 def _writer(ctx) -> "_Writer | None":
@@ -106,8 +108,8 @@ class TrialTracking:
         writer = _writer(ctx)
         if writer is None or result.get("final") or "epoch" not in result:
             return
-        metrics = ledger_view.epoch_metrics(result.get("loss"), result.get("val_metric"))
-        writer.tasks.put(("metrics", (run_key(ctx.search, ctx.stage, name), metrics, int(result["epoch"]))))
+        epoch = {k: result.get(k) for k in ("epoch", "loss", "val_metric", "seconds")}
+        writer.tasks.put(("metrics", (run_key(ctx.search, ctx.stage, name), epoch)))
 
     def trial_completed(self, name: str, val_metric) -> None:
         pass
