@@ -11,10 +11,10 @@ from workers.candidate import TrialContext, TrialSample
 CTX = TrialContext(
     search="s", search_dir="/s", search_uri=None, stage_dir="/s/stages/stage-1", trials_dir="/s/trials", stage=1,
     rate=0.5, algorithm="grid", parent_checkpoint="/s/baseline", parent_sha256="0", data_fingerprint="fp",
-    task="listops", data_dir="/d", max_len=None, val_fraction=0.2, channels=4, n_layers=2,
+    task="listops", data_dir="/d", max_len=None, val_fraction=0.2, loader=None, metric=None,
     allocation_policy="uniform", allocation_base=2.0, allocation_layer=None, selection_policy="random",
     selection_score="hinf", selection_candidates=2.0, bypass="identity", epochs=5, lr=1e-3, weight_decay=0.0,
-    patience=5, batch_size=32, cpus_per_trial=1)
+    patience=5, batch_size=32, precision="fp32", cpus_per_trial=1, gpus_per_trial=0.0)
 
 
 def _row(seed, result, stopped=False, error=None):
