@@ -20,9 +20,14 @@ def load_registered(tracking_uri: str, search_name: str, rate: float):
     """The pyfunc registered for `rate`, loaded the way a user would (mlflow.pyfunc.load_model)."""
     import mlflow
 
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    return mlflow.pyfunc.load_model(f"models:/{registered_model_name(search_name)}@{rate_alias(rate)}")
+    try:
+        return mlflow.pyfunc.load_model(f"models:/{registered_model_name(search_name)}@{rate_alias(rate)}")
+    finally:  # MLflow's URIs are process-wide: leave them as found for the tests that follow
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
 
 
 def _model(seed: int):

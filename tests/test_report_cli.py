@@ -58,7 +58,7 @@ def test_report_is_logged_to_the_parent_run(tmp_path):
     folder = tmp_path / "s"
     write_search(folder, name="demo", rates=(0.5,))
     uri = default_tracking_uri(folder)
-    client = MlflowClient(tracking_uri=uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment = client.create_experiment("demo", artifact_location=(tmp_path / "art").as_uri())
     parent = client.create_run(experiment, tags={"s4op.key": "demo"}).info.run_id
     client.create_run(experiment, tags={"s4op.key": "demo/stage-1", "mlflow.parentRunId": parent})
@@ -91,7 +91,7 @@ def test_report_registers_every_stage_and_skips_an_altered_checkpoint(tmp_path, 
     models = write_real_search(folder, name="real", rates=(0.5, 0.9))
     (folder / "stages" / "stage-2" / "best" / "model.json").write_text("{}")  # altered after the search
     uri = default_tracking_uri(folder)
-    client = MlflowClient(tracking_uri=uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment = client.create_experiment("real", artifact_location=(tmp_path / "art").as_uri())
     client.create_run(experiment, tags={"s4op.key": "real"})
     result = build_report(folder, register=True)
