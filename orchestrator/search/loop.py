@@ -16,6 +16,7 @@ from orchestrator.search.baseline_stage import run_baseline_stage, verified_stag
 from orchestrator.search.context import SearchContext
 from orchestrator.search.create import create_search
 from orchestrator.search.folder import SearchFolder
+from orchestrator.search.interrupt import arm, at_stage, interruptible
 from orchestrator.search.rate_stage import run_rate_stage
 from orchestrator.search.ray_runtime import start_ray, stop_ray
 from orchestrator.tracking import publish
@@ -29,8 +30,9 @@ def start_search(cfg, *, storage: str | os.PathLike = "s4op-runs", name: str | N
     search_dir, lock = create_search(cfg, storage=storage, name=name, tracking_uri=tracking_uri, address=address,
                                      allow_local_storage=allow_local_storage, work_dir=work_dir)
     try:
-        return run_locked(search_dir, cfg, SearchFolder(search_dir).read_meta(), address=address, view=view,
-                          num_cpus=num_cpus)
+        with interruptible(search_dir, lock):
+            return run_locked(search_dir, cfg, SearchFolder(search_dir).read_meta(), address=address, view=view,
+                              num_cpus=num_cpus)
     finally:
         lock.release()
 
@@ -68,7 +70,9 @@ def run_locked(search_dir: Path, cfg, meta: dict, *, address, view, num_cpus) ->
         done = set(ledger.completed_stages(search_dir))
         recorded = {k: verified_stage_checkpoint(search_dir, k) for k in done}  # verified before anything runs
         ctx.ray = start_ray(address, num_cpus=num_cpus)
+        arm()  # ray.init replaced the SIGTERM handler
         ctx.view.start()
+        at_stage(0, 0.0)
         parent = run_baseline_stage(ctx) if 0 not in done else recorded[0]
         baseline = parent
         for k, rate in enumerate(s.rates, start=1):
@@ -76,6 +80,7 @@ def run_locked(search_dir: Path, cfg, meta: dict, *, address, view, num_cpus) ->
                 parent = recorded[k] if s.mode == "incremental" else baseline
                 ctx.view.stage_skipped(k, rate)
                 continue
+            at_stage(k, float(rate))
             best = run_rate_stage(ctx, k, float(rate), parent)
             parent = best if s.mode == "incremental" else baseline
         ctx.tracker.finish(ctx.search_run_id)

@@ -84,8 +84,12 @@ def run_rate_stage(ctx, k: int, rate: float, parent: str) -> str:
     ctx.folder.stage_dir(k).mkdir(parents=True, exist_ok=True)
     prepare(ctx.tracking_uri, str(ctx.search_dir), ctx.config_dict, ctx.facts)
     outcomes = run_stage_trials(cfg, k, trial_ctx, tune_storage(ctx, k), ctx.ray.total_cpus, note=ctx.view.note)
+    unfinished = sorted(o.name for o in outcomes if o.unfinished)
+    if unfinished:  # interrupted or never started: not failures; the stage stays incomplete
+        raise SearchStateError(f"stage {k} (rate {rate:g}): trials {', '.join(unfinished)} ended without a result "
+                               f"or an error; nothing recorded; continue with `s4op resume {ctx.search_dir}`")
     metric_name = ctx.splits.info.metric
-    rows = [ledger.finished_trial_row(trial_ctx, o.sample, o.name, o.result, o.error, metric_name) for o in outcomes]
+    rows = [ledger.finished_trial_row(o.ctx, o.sample, o.name, o.result, o.error, metric_name) for o in outcomes]
     opened = flush()  # the trial runs opened as Tune started them; others (finished before a restore) now
     rows = [ledger.replace(r, mlflow_run_id=opened.get(publish.view.trial_key(ctx.name, r)) or publish.open_trial_run(
         ctx.tracker, ctx.experiment_id, ctx.name, r, stage_run, ctx.config_dict, ctx.facts)) for r in rows]
