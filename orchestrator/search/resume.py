@@ -3,7 +3,9 @@
 Completed stages (ledger) are skipped, the interrupted stage is restored by the driver with
 `Tuner.restore(resume_errored=True)`. The config must match the one the search started with
 (recorded in search.json): a hand-edited config.yaml, `--config` or `--set` that changes anything
-is refused with the list of differences, unless `--force` (then the new config is recorded).
+is refused with the list of differences, unless `--force`: then the new config is recorded, unless
+a change contradicts what already ran (a completed stage's rate, the baseline, the settings of the
+interrupted stage's trials): that is refused naming the setting (`forced.py`).
 A search on an object store (`s3://...`) is pulled into its local working copy first
 (`orchestrator/remote.py`). `--break-lock` takes over a lock left by a driver on another host.
 """
@@ -82,6 +84,14 @@ def _resume_locked(search_dir: Path, store, *, config, overrides, force, address
 
     cfg, diff = check_config(search_dir, config=config, overrides=overrides, force=force, log=log)
     meta = read_meta(search_dir)
+    if diff and "config" in meta:  # the ledger must keep saying what really ran
+        from orchestrator.search import ledger
+        from orchestrator.search.forced import check_forced, interrupted_stage
+
+        done = set(ledger.completed_stages(search_dir))
+        old_rates = (meta["config"].get("search") or {}).get("rates") or []
+        check_forced(meta["config"], cfg.model_dump(mode="json"), completed=done,
+                     interrupted=interrupted_stage(SearchFolder(search_dir), done, len(old_rates)))
     if diff:
         meta["config"] = cfg.model_dump(mode="json")
         meta.setdefault("forced_changes", []).append(diff)
