@@ -101,7 +101,9 @@ class SearchFolder:
         if problem:
             raise SearchStateError(f"{self.meta_path}: {problem}; the file was damaged or edited by hand "
                                    "(restore it from a backup of the search folder)")
-        return meta
+        from orchestrator.search.relocate import localise_tracking
+
+        return localise_tracking(meta, self.root)
 
     def write_meta(self, meta: dict) -> None:
         write_text_atomic(self.meta_path, json.dumps(meta, indent=1))

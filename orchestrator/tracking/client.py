@@ -237,10 +237,29 @@ class Tracker:
         if items:
             self._call(lambda: self.client.log_batch(run_id, tags=items), f"set tags on {run_id}")
 
+    def artifacts_stay_beside_store(self, run_id: str) -> bool:
+        """False when this is a local sqlite store whose run keeps its artifacts in a local folder
+        outside the store's folder: the search folder was moved or copied, and writing there would
+        re-create the old folder or write into the original's (nothing is logged then)."""
+        from orchestrator.search.relocate import sqlite_folder
+
+        store = sqlite_folder(self.tracking_uri)
+        run = self._call(lambda: self.client.get_run(run_id), f"read run {run_id}") if store is not None else None
+        uri = run.info.artifact_uri if run is not None else ""
+        if not uri or not (uri.startswith("file://") or uri.startswith("/")):
+            return True
+        where = Path(uri[len("file://"):] if uri.startswith("file://") else uri)
+        if where.is_relative_to(store.resolve()):
+            return True
+        log.warning("MLflow: artifacts of run %s not logged: their location %s is outside %s (a moved or "
+                    "copied search folder)", run_id, where, store)
+        return False
+
     def log_artifact(self, run_id: str | None, path: str | os.PathLike, artifact_path: str | None = None) -> bool:
-        """Log a file or a folder's files; False when `path` does not exist."""
+        """Log a file or a folder's files; False when `path` does not exist or the run's artifacts
+        live outside the folder of a local store (`artifacts_stay_beside_store`)."""
         path = Path(path)
-        if not run_id or not path.exists():
+        if not run_id or not path.exists() or not self.artifacts_stay_beside_store(run_id):
             return False
         if path.is_dir():
             self._call(lambda: self.client.log_artifacts(run_id, str(path), artifact_path), f"log {path}")
