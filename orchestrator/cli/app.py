@@ -71,6 +71,16 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(code)
     except SearchInterrupted as exc:  # SIGINT / SIGTERM of a running search: one line, 130 / 143
         raise SystemExit(report(exc))
+    except OSError as exc:  # disk full, quota, read-only storage: one line naming path, device, free space
+        from orchestrator.storage.full import storage_message
+
+        message = storage_message(exc)
+        if message is None:
+            raise
+        if _debug_requested(argv):
+            traceback.print_exc()
+        print(f"s4op: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
     except S4opError as exc:
         if _debug_requested(argv):
             traceback.print_exc()

@@ -17,6 +17,7 @@ from orchestrator.search import ledger
 from orchestrator.search.best_trial import choose_best, speedup_pct
 from orchestrator.search.create import now
 from orchestrator.search.stage_record import record_stage
+from orchestrator.storage.full import STORAGE_ERRNOS
 from orchestrator.tracking import publish
 from orchestrator.tracking.tune_callback import flush, prepare
 from search_spaces.errors import SearchStateError
@@ -64,7 +65,16 @@ def _copy_best(ctx, k: int, source: str) -> str:
         return ctx.store.copy_best(source, best_dir)
     tmp = ctx.folder.stage_dir(k) / ".best.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp)
+    try:
+        shutil.copytree(source, tmp)
+    except BaseException as exc:  # disk full, interrupted: no temporary left; shutil.Error -> its first OSError
+        shutil.rmtree(tmp, ignore_errors=True)
+        failures = exc.args[0] if isinstance(exc, shutil.Error) and exc.args else []
+        for _, target, why in (f for f in failures if isinstance(f, tuple) and len(f) == 3):
+            code = next((c for c in STORAGE_ERRNOS if f"[Errno {c}]" in str(why)), None)
+            if code is not None:  # the one-line storage error (`storage/full.py`), not shutil's list
+                raise OSError(code, str(why), target) from exc
+        raise
     shutil.rmtree(best_dir, ignore_errors=True)
     os.replace(tmp, best_dir)
     return str(best_dir)
