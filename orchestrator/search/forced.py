@@ -22,16 +22,6 @@ TRIAL_PREFIXES = ("task.name", "task.max_len", "task.val_fraction", "model.", "s
 BASELINE_PREFIXES = ("baseline.", "model.")
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _matches(key: str, prefixes: tuple[str, ...]) -> bool:
     return any(key == p or (p.endswith(".") and key.startswith(p)) for p in prefixes)
 
@@ -41,7 +31,9 @@ def refused_change(old: dict, new: dict, *, completed: set[int], interrupted: in
 
     `completed`: stage numbers the ledger says are complete; `interrupted`: the rate stage whose Tune
     experiment was started and is not complete, or None."""
-    fo, fn = _flat(old), _flat(new)
+    from orchestrator.baseline import flatten
+
+    fo, fn = flatten(old), flatten(new)
     changed = [k for k in dict.fromkeys([*fo, *fn]) if k != "search.rates" and fo.get(k) != fn.get(k)]
     old_rates, new_rates = list(fo.get("search.rates") or []), list(fn.get("search.rates") or [])
     for k in sorted(s for s in completed if s >= 1):
