@@ -205,28 +205,39 @@ class Tracker:
         self._call(go, f"log params to {run_id}")
 
     def log_metrics(self, run_id: str | None, metrics: dict, *, step: int | None = None,
-                    timestamp_ms: int | None = None, skip_logged: bool = False) -> int:
-        """Log the finite values of `metrics` at `step`; `skip_logged`: leave out a value already
-        logged at the same step (idempotent replays). Returns how many values were logged."""
+                    timestamp_ms: int | None = None, skip_logged: bool = True) -> int:
+        """Log the finite values of `metrics` at `step`, each (run, key, step) once: a value already
+        logged at that step (by this driver or one before a restart) is left out, so a restarted
+        search, baseline or trial never logs a step twice. Returns how many values were logged."""
         if not run_id:
             return 0
         from mlflow.entities import Metric
 
         stamp = int(time.time() * 1000) if timestamp_ms is None else int(timestamp_ms)
+        step = int(step or 0)
         items = []
         for name, value in metrics.items():
             value = _finite(value) if not isinstance(value, bool) else None
             if value is None:
                 continue
-            if skip_logged:
-                history = self._call(lambda: self.client.get_metric_history(run_id, name), f"read metric {name}") or []
-                if any(m.step == int(step or 0) and m.value == value for m in history):
-                    self.skipped += 1
-                    continue
-            items.append(Metric(name, value, stamp, int(step or 0)))
+            if skip_logged and step in self._logged_steps(run_id, name):
+                self.skipped += 1
+                continue
+            items.append(Metric(name, value, stamp, step))
         if items:
-            self._call(lambda: self.client.log_batch(run_id, metrics=items), f"log metrics to {run_id}")
+            done = self._call(lambda: self.client.log_batch(run_id, metrics=items) or True, f"log metrics to {run_id}")
+            if done:
+                for m in items:
+                    self._logged_steps(run_id, m.key).add(step)
         return len(items)
+
+    def _logged_steps(self, run_id: str, name: str) -> set:
+        """Steps of metric `name` already in run `run_id` (read from MLflow once, then kept)."""
+        cache = self.__dict__.setdefault("_steps", {})
+        if (run_id, name) not in cache:
+            history = self._call(lambda: self.client.get_metric_history(run_id, name), f"read metric {name}") or []
+            cache[(run_id, name)] = {int(m.step) for m in history}
+        return cache[(run_id, name)]
 
     def set_tags(self, run_id: str | None, tags: dict) -> None:
         if not run_id or not tags:
