@@ -19,6 +19,7 @@ try:  # typer >= 0.20 vendors click as typer._click
 except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_exc
 
+from orchestrator.search.interrupt import SearchInterrupted, report
 from search_spaces.errors import S4opError
 
 JOURNEYS = ("data", "train", "bench", "search", "resume", "status", "report", "cluster", "sync", "import_model")
@@ -68,6 +69,18 @@ def main(argv: list[str] | None = None) -> int:
             print("s4op: aborted", file=sys.stderr)
         if isinstance(code, int) and not isinstance(code, bool) and code != 0:
             raise SystemExit(code)
+    except SearchInterrupted as exc:  # SIGINT / SIGTERM of a running search: one line, 130 / 143
+        raise SystemExit(report(exc))
+    except OSError as exc:  # disk full, quota, read-only storage: one line naming path, device, free space
+        from orchestrator.storage.full import storage_message
+
+        message = storage_message(exc)
+        if message is None:
+            raise
+        if _debug_requested(argv):
+            traceback.print_exc()
+        print(f"s4op: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
     except S4opError as exc:
         if _debug_requested(argv):
             traceback.print_exc()

@@ -23,10 +23,10 @@ def _warn(message: str) -> None:
 # ---- where things are -----------------------------------------------------------------------------
 
 def _search_meta(folder: Path) -> dict:
-    try:
-        return json.loads((folder / "search.json").read_text())
-    except (OSError, ValueError):
-        return {}
+    """search.json when there is one (a damaged one is a SearchStateError naming it), else {}."""
+    from orchestrator.search.folder import SearchFolder
+
+    return SearchFolder(folder).read_meta() if (folder / "search.json").exists() else {}
 
 
 def tracking_uri_of(folder: Path, override: str | None = None) -> str | None:
@@ -114,6 +114,9 @@ def build_report(search_dir: str | os.PathLike, out_dir: str | os.PathLike | Non
     from orchestrator.tracking.report_run import log_report
 
     searches = [load_search(search_dir)] + [load_search(c) for c in compare]
+    for folder in (search_dir, *compare):  # a damaged search.json is refused before anything is written
+        if Path(folder).is_dir():
+            _search_meta(Path(folder))
     labels = _labels(searches)
     out = Path(out_dir) if out_dir is not None else Path(search_dir) / "report"
     out.mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,26 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+META_SHAPE = {"name": str, "tracking_uri": str, "experiment": str, "config": dict, "facts": dict,
+              "search_uri": str, "forced_changes": list}  # required: name, tracking_uri
+
+
+def meta_problem(meta) -> str | None:
+    """What is wrong with the shape of a parsed search.json, or None."""
+    if not isinstance(meta, dict):
+        return f"expected a JSON object, got {type(meta).__name__}"
+    missing = [k for k in ("name", "tracking_uri") if k not in meta]
+    if missing:
+        return f"missing key {missing[0]!r}"
+    for key, kind in META_SHAPE.items():
+        if key in meta and meta[key] is not None and not isinstance(meta[key], kind):
+            return f"{key!r} must be a JSON {dict(str='string', dict='object', list='array')[kind.__name__]}, " \
+                   f"got {type(meta[key]).__name__}"
+    if not meta["name"]:
+        return "'name' is empty"
+    return None
+
+
 class SearchFolder:
     """Paths and metadata of one search folder (a local folder: the working copy for a URI)."""
 
@@ -70,11 +90,20 @@ class SearchFolder:
     # ---- search.json
     def read_meta(self) -> dict:
         try:
-            return json.loads(self.meta_path.read_text())
+            meta = json.loads(self.meta_path.read_text())
         except FileNotFoundError:
             raise SearchStateError(f"{self.meta_path} not found; expected a search folder made by `s4op search`") from None
-        except ValueError as exc:
+        except (ValueError, UnicodeDecodeError) as exc:
             raise SearchStateError(f"{self.meta_path} is not valid JSON ({exc})") from None
+        except OSError as exc:
+            raise SearchStateError(f"{self.meta_path} cannot be read ({exc.strerror or exc})") from None
+        problem = meta_problem(meta)
+        if problem:
+            raise SearchStateError(f"{self.meta_path}: {problem}; the file was damaged or edited by hand "
+                                   "(restore it from a backup of the search folder)")
+        from orchestrator.search.relocate import localise_tracking
+
+        return localise_tracking(meta, self.root)
 
     def write_meta(self, meta: dict) -> None:
         write_text_atomic(self.meta_path, json.dumps(meta, indent=1))

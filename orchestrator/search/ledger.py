@@ -29,6 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from orchestrator.search import relocate
 from search_spaces.errors import SearchStateError
 
 @dataclass(frozen=True)
@@ -215,6 +216,9 @@ def _table(path: Path, schema: pa.Schema) -> pa.Table:
                                "search folder or start a new search") from None
 
 
+PATH_COLUMNS = ("checkpoint", "parent_checkpoint")  # stored relative to the search folder (`relocate.py`)
+
+
 def _read(path: Path, schema: pa.Schema) -> pd.DataFrame:
     if not path.exists():
         return _empty(schema)
@@ -222,6 +226,10 @@ def _read(path: Path, schema: pa.Schema) -> pd.DataFrame:
     for column in schema:  # missing strings as None (pandas 3 reads them as NaN, which is truthy)
         if pa.types.is_string(column.type):
             frame[column.name] = frame[column.name].astype(object).where(frame[column.name].notna(), None)
+    root = path.parent.parent
+    for name in PATH_COLUMNS:
+        if name in frame.columns and len(frame):
+            frame[name] = [relocate.from_stored(v, root) for v in frame[name]]
     return frame
 
 
@@ -238,7 +246,9 @@ def read_stages(search_dir: str | os.PathLike) -> pd.DataFrame:
 def _rows(path: Path, row_type) -> list:
     if not path.exists():
         return []
-    return [_row(row_type, r) for r in _table(path, _schema_of(row_type)).to_pylist()]
+    root = path.parent.parent
+    return [_row(row_type, {**r, **{k: relocate.from_stored(r[k], root) for k in PATH_COLUMNS if k in r}})
+            for r in _table(path, _schema_of(row_type)).to_pylist()]
 
 
 def trial_rows(search_dir: str | os.PathLike) -> list[TrialRow]:
@@ -270,6 +280,10 @@ def _normalise(rows: Iterable[dict | TrialRow | StageRow], schema: pa.Schema) ->
 
 def _write_atomic(frame: pd.DataFrame, path: Path, schema: pa.Schema) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    frame = frame.copy()
+    for name in PATH_COLUMNS:
+        if name in frame.columns and len(frame):
+            frame[name] = [relocate.to_stored(v, path.parent.parent) for v in frame[name]]
     table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -18,6 +18,7 @@ from orchestrator.search.baseline_stage import run_baseline_stage, verified_stag
 from orchestrator.search.context import SearchContext
 from orchestrator.search.create import create_search
 from orchestrator.search.folder import SearchFolder
+from orchestrator.search.interrupt import arm, at_stage, interruptible
 from orchestrator.search.rate_stage import run_rate_stage
 from orchestrator.search.ray_runtime import start_ray, stop_ray
 from orchestrator.search.stage_latency import check_latency_node
@@ -33,8 +34,9 @@ def start_search(cfg, *, storage: str | os.PathLike = "s4op-runs", name: str | N
     search_dir, lock = create_search(cfg, storage=storage, name=name, tracking_uri=tracking_uri, address=address,
                                      allow_local_storage=allow_local_storage, work_dir=work_dir, command=command)
     try:
-        return run_locked(search_dir, cfg, SearchFolder(search_dir).read_meta(), address=address, view=view,
-                          num_cpus=num_cpus)
+        with interruptible(search_dir, lock):
+            return run_locked(search_dir, cfg, SearchFolder(search_dir).read_meta(), address=address, view=view,
+                              num_cpus=num_cpus)
     finally:
         lock.release()
 
@@ -74,7 +76,9 @@ def run_locked(search_dir: Path, cfg, meta: dict, *, address, view, num_cpus) ->
         recorded = {k: verified_stage_checkpoint(search_dir, k) for k in done}  # verified before anything runs
         ctx.ray = start_ray(address, num_cpus=num_cpus)
         check_latency_node(cfg.latency.node_resources)  # no node offers them: one line, exit 2, before stage 0
+        arm()  # ray.init replaced the SIGTERM handler
         ctx.view.start()
+        at_stage(0, 0.0)
         recorded[0] = run_baseline_stage(ctx) if 0 not in done else recorded[0]
         rates = {r.stage: r.rate for r in ledger.stage_rows(search_dir)}
         for k in sorted(done - {0}):
@@ -83,6 +87,7 @@ def run_locked(search_dir: Path, cfg, meta: dict, *, address, view, num_cpus) ->
             parent = recorded[step.parent] if s.mode == "incremental" else recorded[0]
             if step.refined:
                 ctx.view.note(f"stage {step.stage}: narrowing the target at rate {step.rate:g}")
+            at_stage(step.stage, step.rate)
             recorded[step.stage] = run_rate_stage(ctx, step.stage, step.rate, parent)
         answer = target_answer(cfg, search_dir)
         if answer is not None:

@@ -17,6 +17,7 @@ from orchestrator.search import ledger
 from search_spaces.best_trial import choose_best
 from orchestrator.search.create import now
 from orchestrator.search.stage_record import record_stage, register_stage
+from orchestrator.storage.full import STORAGE_ERRNOS
 from orchestrator.tracking import publish
 from orchestrator.tracking.tune_callback import flush, prepare
 from search_spaces.errors import SearchStateError
@@ -64,7 +65,16 @@ def _copy_best(ctx, k: int, source: str) -> str:
         return ctx.store.copy_best(source, best_dir)
     tmp = ctx.folder.stage_dir(k) / ".best.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp)
+    try:
+        shutil.copytree(source, tmp)
+    except BaseException as exc:  # disk full, interrupted: no temporary left; shutil.Error -> its first OSError
+        shutil.rmtree(tmp, ignore_errors=True)
+        failures = exc.args[0] if isinstance(exc, shutil.Error) and exc.args else []
+        for _, target, why in (f for f in failures if isinstance(f, tuple) and len(f) == 3):
+            code = next((c for c in STORAGE_ERRNOS if f"[Errno {c}]" in str(why)), None)
+            if code is not None:  # the one-line storage error (`storage/full.py`), not shutil's list
+                raise OSError(code, str(why), target) from exc
+        raise
     shutil.rmtree(best_dir, ignore_errors=True)
     os.replace(tmp, best_dir)
     return str(best_dir)
@@ -84,8 +94,12 @@ def run_rate_stage(ctx, k: int, rate: float, parent: str) -> str:
     ctx.folder.stage_dir(k).mkdir(parents=True, exist_ok=True)
     prepare(ctx.tracking_uri, str(ctx.search_dir), ctx.splits.info.metric)
     outcomes = run_stage_trials(cfg, k, trial_ctx, tune_storage(ctx, k), ctx.ray.total_cpus, note=ctx.view.note)
+    unfinished = sorted(o.name for o in outcomes if o.unfinished)
+    if unfinished:  # interrupted or never started: not failures; the stage stays incomplete
+        raise SearchStateError(f"stage {k} (rate {rate:g}): trials {', '.join(unfinished)} ended without a result "
+                               f"or an error; nothing recorded; continue with `s4op resume {ctx.search_dir}`")
     metric_name = ctx.splits.info.metric
-    rows = [ledger.finished_trial_row(trial_ctx, o.sample, o.name, o.result, o.error, metric_name, o.stopped)
+    rows = [ledger.finished_trial_row(o.ctx, o.sample, o.name, o.result, o.error, metric_name, o.stopped)
             for o in outcomes]
     opened = flush()  # the trial runs opened as Tune started them; others (finished before a restore) now
     rows = [ledger.replace(r, mlflow_run_id=opened.get(publish.view.trial_key(ctx.name, r)) or publish.open_trial_run(

@@ -19,6 +19,8 @@ import os
 import time
 from dataclasses import dataclass
 
+from search_spaces.errors import ConfigError
+
 PRELOAD_MODULES = ("ray.tune", "torch", "workers.trial", "workers.checkpoint", "workers.pruning",
                    "workers.training")
 TUNE_ENV = {
@@ -66,8 +68,47 @@ def start_ray(address: str | None, *, num_cpus: int | None = None) -> RayHandle:
         ray.init(address="local", num_cpus=cpus, object_store_memory=200 * 1024**2,
                  _system_config=system_config(cpus), **common)
     else:
-        ray.init(address=address, **common)
+        target = os.environ.get("RAY_ADDRESS") if address == "auto" and os.environ.get("RAY_ADDRESS") else address
+        check_reachable(target)
+        try:
+            ray.init(address=address, **common)
+        except Exception as exc:  # noqa: BLE001 - Ray's many connection errors -> one line naming the address
+            _STARTED_HERE = False
+            raise ConfigError(connection_message(target, exc)) from None
     return RayHandle(True, int(ray.cluster_resources().get("CPU", 1)), is_embedded(address))
+
+
+PROBE_S = 5.0  # a TCP connect to the cluster's GCS port within this, before Ray's own minutes of retries
+
+
+def _host_port(address: str | None) -> tuple[str, int] | None:
+    text = str(address or "").split("://", 1)[-1]
+    host, _, port = text.rpartition(":")
+    return (host, int(port)) if host and port.isdigit() else None
+
+
+def check_reachable(address: str | None) -> None:
+    """`ConfigError` within PROBE_S when HOST:PORT accepts no connection (a cluster that is gone)."""
+    import socket
+
+    target = _host_port(address)
+    if target is None:
+        return
+    try:
+        socket.create_connection(target, timeout=PROBE_S).close()
+    except OSError as exc:
+        raise ConfigError(f"Ray cluster at {address} is unreachable ({exc.strerror or exc}); check that the cluster "
+                          "is up (`s4op cluster local status`, `ray status`) and --address / RAY_ADDRESS") from None
+
+
+def connection_message(address: str | None, exc: Exception) -> str:
+    """One line for a failed `ray.init(address=...)`: the address and what to check."""
+    text = " ".join(str(exc).split())[:200]
+    if any(w in text.lower() for w in ("token", "auth", "unauthenticated", "permission")):
+        hint = "check the cluster's token (RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH, RAY_AUTH_MODE) matches this cluster's"
+    else:
+        hint = "check that the cluster is up (`ray status`) and --address / RAY_ADDRESS"
+    return f"cannot connect to the Ray cluster at {address or 'auto'} ({type(exc).__name__}: {text}); {hint}"
 
 
 def stop_ray(handle: RayHandle | None) -> None:

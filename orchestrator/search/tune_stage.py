@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ray import tune
 
+from orchestrator.search.interrupt import tune_fit
 from orchestrator.search.ledger import candidate_row
 from orchestrator.search.view import ViewEvents
 from orchestrator.tracking.tune_callback import TrialTracking
@@ -160,21 +161,33 @@ class TrialOutcome:
     sample: TrialSample
     name: str
     result: dict  # the final result (`final` True) or the last metrics reported
-    error: str | None
+    error: str | None  # set only when the trial's own code raised
+    ctx: object = None  # the TrialContext the trial really ran with (a restored trial keeps its own)
     stopped: bool = False  # stopped early by the scheduler (no final result, no error)
 
+    @property
+    def unfinished(self) -> bool:
+        """Neither a final result nor an error, nor stopped by the scheduler: interrupted or never
+        started (never a failure)."""
+        return not self.result.get("final") and self.error is None and not self.stopped
 
-def outcomes(grid, trial_ctx) -> list[TrialOutcome]:
+
+def outcomes(grid, trial_ctx, *, scheduled: bool = False) -> list[TrialOutcome]:
+    """Each trial's outcome; `scheduled`: a scheduler (ASHA) ran the stage, so a trial that ended
+    without a final result or an error was stopped early by it."""
     out = []
     for r in grid:
         m = dict(r.metrics or {})
         config = dict(r.config or {})
         config.setdefault("seed", m.get("seed", -1))
-        sample = TrialSample.of(config, trial_ctx)
-        name = trial_ctx.trial_name(sample.seed, m.get("trial_id") or Path(r.path).name)
-        stopped = not m.get("final") and r.error is None
-        error = None if m.get("final") or stopped else (str(r.error).strip().splitlines() or ["no final report"])[-1][:500]
-        out.append(TrialOutcome(sample, name, m, error, stopped))
+        ran_with = (config.get("ctx") or trial_ctx).with_working_copy()
+        sample = TrialSample.of(config, ran_with)
+        name = ran_with.trial_name(sample.seed, m.get("trial_id") or Path(r.path).name)
+        stopped = scheduled and not m.get("final") and r.error is None
+        error = None
+        if not m.get("final") and r.error is not None:
+            error = (str(r.error).strip().splitlines() or ["no final report"])[-1][:500]
+        out.append(TrialOutcome(sample, name, m, error, ran_with, stopped))
     return out
 
 
@@ -184,5 +197,6 @@ def run_stage_trials(cfg, k: int, trial_ctx, storage: tuple, total_cpus: int, no
     if grid is not None:
         note(f"stage {k}: every trial had finished before the interruption; not running it again")
     else:
-        grid = tuner(cfg, k, trial_ctx, storage, total_cpus).fit()
-    return outcomes(grid, trial_ctx)
+        with tune_fit():  # SIGINT/SIGTERM: Tune stops gracefully, then SearchInterrupted
+            grid = tuner(cfg, k, trial_ctx, storage, total_cpus).fit()
+    return outcomes(grid, trial_ctx, scheduled=cfg.search.scheduler.kind != "none")

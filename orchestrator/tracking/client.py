@@ -220,28 +220,39 @@ class Tracker:
         self._call(go, f"log params to {run_id}")
 
     def log_metrics(self, run_id: str | None, metrics: dict, *, step: int | None = None,
-                    timestamp_ms: int | None = None, skip_logged: bool = False) -> int:
-        """Log the finite values of `metrics` at `step`; `skip_logged`: leave out a value already
-        logged at the same step (idempotent replays). Returns how many values were logged."""
+                    timestamp_ms: int | None = None, skip_logged: bool = True) -> int:
+        """Log the finite values of `metrics` at `step`, each (run, key, step) once: a value already
+        logged at that step (by this driver or one before a restart) is left out, so a restarted
+        search, baseline or trial never logs a step twice. Returns how many values were logged."""
         if not run_id:
             return 0
         from mlflow.entities import Metric
 
         stamp = int(time.time() * 1000) if timestamp_ms is None else int(timestamp_ms)
+        step = int(step or 0)
         items = []
         for name, value in metrics.items():
             value = _finite(value) if not isinstance(value, bool) else None
             if value is None:
                 continue
-            if skip_logged:
-                history = self._call(lambda: self.client.get_metric_history(run_id, name), f"read metric {name}") or []
-                if any(m.step == int(step or 0) and m.value == value for m in history):
-                    self.skipped += 1
-                    continue
-            items.append(Metric(name, value, stamp, int(step or 0)))
+            if skip_logged and step in self._logged_steps(run_id, name):
+                self.skipped += 1
+                continue
+            items.append(Metric(name, value, stamp, step))
         if items:
-            self._call(lambda: self.client.log_batch(run_id, metrics=items), f"log metrics to {run_id}")
+            done = self._call(lambda: self.client.log_batch(run_id, metrics=items) or True, f"log metrics to {run_id}")
+            if done:
+                for m in items:
+                    self._logged_steps(run_id, m.key).add(step)
         return len(items)
+
+    def _logged_steps(self, run_id: str, name: str) -> set:
+        """Steps of metric `name` already in run `run_id` (read from MLflow once, then kept)."""
+        cache = self.__dict__.setdefault("_steps", {})
+        if (run_id, name) not in cache:
+            history = self._call(lambda: self.client.get_metric_history(run_id, name), f"read metric {name}") or []
+            cache[(run_id, name)] = {int(m.step) for m in history}
+        return cache[(run_id, name)]
 
     def set_tags(self, run_id: str | None, tags: dict) -> None:
         if not run_id or not tags:
@@ -252,10 +263,29 @@ class Tracker:
         if items:
             self._call(lambda: self.client.log_batch(run_id, tags=items), f"set tags on {run_id}")
 
+    def artifacts_stay_beside_store(self, run_id: str) -> bool:
+        """False when this is a local sqlite store whose run keeps its artifacts in a local folder
+        outside the store's folder: the search folder was moved or copied, and writing there would
+        re-create the old folder or write into the original's (nothing is logged then)."""
+        from orchestrator.search.relocate import sqlite_folder
+
+        store = sqlite_folder(self.tracking_uri)
+        run = self._call(lambda: self.client.get_run(run_id), f"read run {run_id}") if store is not None else None
+        uri = run.info.artifact_uri if run is not None else ""
+        if not uri or not (uri.startswith("file://") or uri.startswith("/")):
+            return True
+        where = Path(uri[len("file://"):] if uri.startswith("file://") else uri)
+        if where.is_relative_to(store.resolve()):
+            return True
+        log.warning("MLflow: artifacts of run %s not logged: their location %s is outside %s (a moved or "
+                    "copied search folder)", run_id, where, store)
+        return False
+
     def log_artifact(self, run_id: str | None, path: str | os.PathLike, artifact_path: str | None = None) -> bool:
-        """Log a file or a folder's files; False when `path` does not exist."""
+        """Log a file or a folder's files; False when `path` does not exist or the run's artifacts
+        live outside the folder of a local store (`artifacts_stay_beside_store`)."""
         path = Path(path)
-        if not run_id or not path.exists():
+        if not run_id or not path.exists() or not self.artifacts_stay_beside_store(run_id):
             return False
         if path.is_dir():
             self._call(lambda: self.client.log_artifacts(run_id, str(path), artifact_path), f"log {path}")

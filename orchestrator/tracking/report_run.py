@@ -49,6 +49,10 @@ def log_report(folder: Path, name: str, out: Path, tracking_uri: str | None, *, 
             if run_id is None:
                 warn(f"MLflow {tracking_uri}: no run tagged s4op.key = {name!r}; report not logged")
                 return None
+            if not tracker.artifacts_stay_beside_store(run_id):
+                warn(f"report not logged to MLflow: the run's artifacts live outside {folder} (moved or copied "
+                     "search folder)")
+                return None
             tracker.client.log_artifacts(run_id, str(out), "report")
             return run_id
     except Exception as exc:  # noqa: BLE001 - MLflow is a view; the files are written already
