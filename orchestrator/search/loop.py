@@ -20,7 +20,7 @@ from orchestrator.search.create import create_search
 from orchestrator.search.folder import SearchFolder
 from orchestrator.search.interrupt import arm, at_stage, interruptible
 from orchestrator.search.rate_stage import run_rate_stage
-from orchestrator.search.ray_runtime import start_ray, stop_ray
+from orchestrator.search.ray_runtime import check_trial_resources, start_ray, stop_ray
 from orchestrator.search.stage_latency import check_latency_node
 from orchestrator.search.target_plan import max_stages, planned_stage, target_answer
 from orchestrator.tracking import ledger_view, publish
@@ -75,6 +75,7 @@ def run_locked(search_dir: Path, cfg, meta: dict, *, address, view, num_cpus) ->
         done = set(ledger.completed_stages(search_dir))
         recorded = {k: verified_stage_checkpoint(search_dir, k) for k in done}  # verified before anything runs
         ctx.ray = start_ray(address, num_cpus=num_cpus)
+        check_trial_resources(cfg.resources)  # GPUs the cluster lacks: one line, exit 2, before stage 0
         check_latency_node(cfg.latency.node_resources)  # no node offers them: one line, exit 2, before stage 0
         arm()  # ray.init replaced the SIGTERM handler
         ctx.view.start()

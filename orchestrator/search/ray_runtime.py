@@ -139,3 +139,30 @@ def wait_for_idle_workers(n: int, timeout_s: float = 60.0, settle_s: float = 1.0
         if len(idle) >= n and max(busy) < 0.01 * settle_s:
             return True
     return False
+
+
+def unmet_trial_resources(cpu: float, gpu: float, nodes: list[dict]) -> str | None:
+    """One line naming the `resources` a trial asks for that no alive node of the cluster has, or None.
+
+    nodes: `ray.nodes()`. Ray would otherwise keep such a trial pending forever (a GPU share on a
+    GPU-less cluster, more CPUs than any node has)."""
+    alive = [n.get("Resources", {}) for n in nodes if n.get("Alive")]
+    most_gpu = max((float(r.get("GPU", 0.0)) for r in alive), default=0.0)
+    most_cpu = max((float(r.get("CPU", 0.0)) for r in alive), default=0.0)
+    total_gpu = sum(float(r.get("GPU", 0.0)) for r in alive)
+    if gpu > 0 and most_gpu < min(gpu, 1.0):
+        return (f"resources.gpu={gpu:g}: the Ray cluster has {total_gpu:g} GPUs (largest node {most_gpu:g}); "
+                "set resources.gpu=0 (trials on CPUs) or add GPU nodes")
+    if most_cpu < cpu:
+        return (f"resources.cpu={cpu:g}: no node of the Ray cluster has that many CPUs (largest node {most_cpu:g}); "
+                "lower resources.cpu")
+    return None
+
+
+def check_trial_resources(resources) -> None:
+    """`ConfigError` before stage 0 when the running cluster can never give a trial its `resources`."""
+    import ray
+
+    message = unmet_trial_resources(float(resources.cpu), float(resources.gpu), ray.nodes())
+    if message:
+        raise ConfigError(message)
