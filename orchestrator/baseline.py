@@ -131,9 +131,9 @@ def train_baseline(cfg, out_dir: str | os.PathLike, *, tracking_uri: str | None 
                                      extra={"config": cfg.name, "train": train.model_dump(mode="json"),
                                             "history": [h.as_dict() for h in result.history],
                                             "mlflow_run_id": tracker.run_id})
-        # the final model (best-validation weights) at step = epochs run, as a trial's figures
+        # the final model (best-validation weights) one step past its last epoch, as a trial's figures
         tracker.metrics({view.val_key(info.metric): val, view.test_key(info.metric): test, "n_params": n_params,
-                         "best_epoch": result.best_epoch}, step=result.epochs_run)
+                         "best_epoch": result.best_epoch}, step=view.final_step(result.epochs_run))
         tracker.artifacts(checkpoint)
         status = "FINISHED"
     finally:

@@ -65,6 +65,8 @@ def tiny_model(seed: int = 0, kept=None, bypass: str = "identity", **spec: Any):
 
     torch.manual_seed(seed)
     fields = dict(kind="s4d", d_input=10, d_output=3, input_kind="tokens", d_model=8, n_layers=2, d_state=4)
+    if spec.get("kind") == "s4":
+        fields["disc"] = "bilinear"  # the S4 DPLR kernel is bilinear only
     model = S4Model(ModelSpec(**{**fields, **spec}), bypass=bypass)
     return model if kept is None else compact(model, kept, bypass=bypass)
 

@@ -42,8 +42,8 @@ def test_console_table_says_within_noise_for_a_latency_inside_the_spread():
          "best_trial_id": "seed-42"}]]
     lines = summary_table(stages, metric_name="accuracy").splitlines()
     row = {line.split()[0]: line for line in lines[2:]}
-    assert WITHIN_NOISE in row["1"] and "+2.8" not in row["1"]
-    assert "+44.4" in row["2"] and WITHIN_NOISE not in row["2"]
+    assert WITHIN_NOISE in row["1"] and "-2.8" not in row["1"]
+    assert "-44.4" in row["2"] and WITHIN_NOISE not in row["2"]
     assert "+0.0" in row["0"]
 
 
@@ -90,5 +90,5 @@ def test_stage_done_line_says_within_noise_too():
     view.stage_finished(2, {"best_trial_id": "seed-7", "latency_p50_ms": 0.40, "latency_p90_ms": 0.41,
                             "speedup_pct": 44.4})
     lines = out.getvalue().splitlines()
-    assert "(speedup +0.0 %)" in lines[0] and f"(speedup {WITHIN_NOISE})" in lines[1]
-    assert "(speedup +44.4 %)" in lines[2]
+    assert "(change +0.0 %)" in lines[0] and f"(change {WITHIN_NOISE})" in lines[1]
+    assert "(change -44.4 %)" in lines[2]

@@ -59,7 +59,7 @@ def test_report_is_logged_to_the_parent_run(tmp_path):
     write_search(folder, name="demo", rates=(0.5,))
     uri = default_tracking_uri(folder)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    experiment = client.create_experiment("demo", artifact_location=(tmp_path / "art").as_uri())
+    experiment = client.create_experiment("demo", artifact_location=(folder / "mlartifacts").as_uri())
     parent = client.create_run(experiment, tags={"s4op.key": "demo"}).info.run_id
     client.create_run(experiment, tags={"s4op.key": "demo/stage-1", "mlflow.parentRunId": parent})
     plain = build_report(folder)  # by default MLflow is not touched

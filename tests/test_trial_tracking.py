@@ -28,7 +28,7 @@ def store(tmp_path_factory):
     folder = tmp_path_factory.mktemp("search")
     uri = default_tracking_uri(folder)
     tracker = Tracker(uri, delay=0)
-    exp = tracker.open_experiment("s")
+    exp = tracker.open_experiment("s", artifact_dir=folder / "mlartifacts")  # as a search does
     return folder, uri, tracker, exp
 
 
@@ -99,7 +99,7 @@ def test_callback_opens_runs_logs_epochs_and_the_stage_end_logs_results(store):
         return sorted((m.step, m.value) for m in tracker.client.get_metric_history(run.info.run_id, key))
 
     assert history("train_loss") == [(1, 0.9), (2, 0.7)] and history("epoch_seconds") == [(1, 1.5), (2, 3.0)]
-    assert history("val_accuracy") == [(1, 0.1), (2, 0.2), (2, 0.5)]  # per epoch, then the final model at its last
+    assert history("val_accuracy") == [(1, 0.1), (2, 0.2), (3, 0.5)]  # per epoch, then the final model one past
     m = run.data.metrics
     assert m["val_accuracy"] == 0.5 and m["test_accuracy"] == 0.4 and m["n_params"] == 321
     assert m["latency_change_pct"] == pytest.approx(-25.0) and m["params_change_pct"] == pytest.approx(-50.0)

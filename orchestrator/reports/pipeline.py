@@ -118,6 +118,7 @@ def build_report(search_dir: str | os.PathLike, out_dir: str | os.PathLike | Non
         if Path(folder).is_dir():
             _search_meta(Path(folder))
     labels = _labels(searches)
+    answers = {label: target_answer_of(s.folder) for label, s in zip(labels, searches)}  # a bad config.yaml: before writing
     out = Path(out_dir) if out_dir is not None else Path(search_dir) / "report"
     out.mkdir(parents=True, exist_ok=True)
     tables = {label: table_ii(s) for label, s in zip(labels, searches)}
@@ -144,7 +145,6 @@ def build_report(search_dir: str | os.PathLike, out_dir: str | os.PathLike | Non
             figures.append((f"Kept channels per layer per rate: {label}",
                             plots.plot_kept_heatmap(rates, matrix, channels, out / name, title=f"Kept channels: {label}")))
     files += [path for _, path in figures]
-    answers = {label: target_answer_of(s.folder) for label, s in zip(labels, searches)}
     page = render_report(
         f"s4op report: {' vs '.join(labels)}",
         {f"Table II: {label}": display_table(t) for label, t in tables.items()},

@@ -31,7 +31,7 @@ def refused_change(old: dict, new: dict, *, completed: set[int], interrupted: in
 
     `completed`: stage numbers the ledger says are complete; `interrupted`: the rate stage whose Tune
     experiment was started and is not complete, or None."""
-    from orchestrator.baseline import flatten
+    from orchestrator.tracking.ledger_view import flatten
 
     fo, fn = flatten(old), flatten(new)
     changed = [k for k in dict.fromkeys([*fo, *fn]) if k != "search.rates" and fo.get(k) != fn.get(k)]

@@ -36,7 +36,7 @@ def check_config(search_dir: str | os.PathLike, *, config: str | None = None, ov
     stored = SearchConfig.from_dict(meta["config"], source=str(search_dir / META_NAME)) if "config" in meta else new
     diff = config_diff(stored, new)
     if diff and not force:
-        raise SearchStateError(f"config of search {search_dir} changed since it started ({'; '.join(diff)}); "
+        raise SearchStateError(f"{source}: the config of search {search_dir} changed since it started ({'; '.join(diff)}); "
                                "resume with the original config, or pass --force to continue with the new one")
     if diff:
         log(f"s4op: --force: continuing {search_dir} with a changed config: " + "; ".join(diff))

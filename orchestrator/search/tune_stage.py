@@ -149,8 +149,10 @@ def ended_stage_results(cfg, storage: tuple):
         return None
     s = cfg.search
     expected = len(cfg.seed_list) if s.algorithm.kind == "grid" else int(s.algorithm.samples)
-    # ended: a final report, or stopped by the scheduler (terminated without one)
-    ended = all((r.metrics or {}).get("final") or t.status == "TERMINATED" for r, t in zip(grid, analysis.trials))
+    # ended: a final report, or (under a scheduler) stopped by it: terminated without one
+    scheduled = getattr(getattr(s, "scheduler", None), "kind", "none") != "none"
+    ended = all((r.metrics or {}).get("final") or (scheduled and t.status == "TERMINATED")
+                for r, t in zip(grid, analysis.trials))
     if len(grid) >= expected and ended:
         return grid
     return None

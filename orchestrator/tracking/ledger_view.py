@@ -13,7 +13,7 @@ One metric vocabulary at every level, named after the task's metric (`val_accura
 `test_accuracy`, or `val_f1` / `test_f1` for macro-F1): per epoch (step = epoch) `train_loss`,
 `val_<m>`, `epoch_seconds`; a model's figures `val_<m>`, `test_<m>`, `latency_p50_ms`,
 `latency_p90_ms`, `latency_change_pct` (vs the dense stage 0, negative = faster), `n_params`,
-`params_change_pct` (negative = fewer). Trials log their figures at step = epochs run (the final
+`params_change_pct` (negative = fewer). Trials log their figures at step = epochs run + 1 (the final
 model, best-validation weights), stages at step 0, the search run each stage's best at step = rate
 in percent (MLflow's charts then plot the trade-off against the rate).
 
@@ -181,12 +181,18 @@ def epoch_metrics(epoch: dict, metric_name: str | None) -> dict:
 
 
 def trial_metrics(row, dense) -> dict:
-    """A trial's final figures (step = epochs run); a failed trial has none."""
+    """A trial's final figures (at `final_step`); a failed trial has none."""
     return model_figures(row, row.metric_name, dense) if row.status == "completed" else {}
 
 
+def final_step(epochs_run: int | None) -> int:
+    """The step of a fine-tuned or trained model's final figures: one past its last epoch, so each
+    metric step holds one value (its per-epoch `val_<m>` ends at step = epochs run)."""
+    return int(epochs_run or 0) + 1
+
+
 def trial_step(row) -> int:
-    return int(row.epochs_run or 0)
+    return final_step(row.epochs_run)
 
 
 # ---- tags -------------------------------------------------------------------------------------------

@@ -39,13 +39,15 @@ class ModelSpec:
     bidirectional: bool = False
     pool: str = "mean"
     init: str = "lin"
-    disc: str = "zoh"
+    disc: str | None = None  # None: the kind's own (zoh for S4D, bilinear for S4's DPLR kernel)
     trainable_B: bool = False
     dt_min: float = 0.001
     dt_max: float = 0.1
     ssm_lr: float | None = None  # None: the S4 authors' default, min(0.001, the run's lr) (workers.optim)
 
     def __post_init__(self) -> None:
+        if self.disc is None:
+            self.disc = "bilinear" if self.kind == "s4" else "zoh"
         for key, choices in _CHOICES.items():
             value = getattr(self, key)
             if value not in choices:
@@ -84,4 +86,6 @@ class ModelSpec:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"model: unknown key(s) {', '.join(map(str, unknown))}; expected some of {', '.join(sorted(known))}")
+        if d.get("kind") == "s4" and d.get("disc") == "zoh":  # saved before S4 refused zoh: it always ran bilinear
+            d = {**d, "disc": "bilinear"}
         return cls(**d)
