@@ -98,7 +98,7 @@ def test_driver_killed_mid_stage_resumes_from_the_uri_in_a_fresh_work_dir(finish
     trials, stages = _ledger_from_bucket(tmp / "end", URI)
     assert (trials["status"] == "completed").all(), list(trials["error"])
     assert list(stages["stage"]) == [0, 1, 2] and (stages["status"] == "completed").all()
-    assert stages.iloc[1].to_dict() == mid.iloc[1].to_dict()  # the finished stage was not run again
+    assert ledger.rows_of(stages, ledger.StageRow)[1] == ledger.rows_of(mid, ledger.StageRow)[1]  # not run again
     starts_log = tmp / "second" / "tiny" / "stages" / "stage-2" / "starts.log"  # absent if no trial restarted
     starts = [json.loads(line) for line in starts_log.read_text().splitlines()] if starts_log.exists() else []
     restarted = {s["trial"] for s in starts}

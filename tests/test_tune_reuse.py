@@ -12,8 +12,7 @@ pytestmark = pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_a_trial_in_a_reused_worker_matches_one_in_a_fresh_worker(tmp_path):
     data = tmp_path / "data"
-    shared = tiny_config(tmp_path, data, rates=(0.5,), seeds=(7, 42))
-    shared.write_text(shared.read_text().replace("max_concurrent: 2", "max_concurrent: 1"))
+    shared = tiny_config(tmp_path, data, rates=(0.5,), seeds=(7, 42), resources={"max_concurrent": 1})
     done = s4op("search", shared, "--storage", tmp_path / "runs", "--name", "reused", cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     reused = tmp_path / "runs" / "reused"
@@ -23,10 +22,8 @@ def test_a_trial_in_a_reused_worker_matches_one_in_a_fresh_worker(tmp_path):
 
     alone = tmp_path / "alone"
     alone.mkdir()
-    fresh = tiny_config(alone, data, rates=(0.5,), seeds=(42,))
-    text = fresh.read_text()
-    head, tail = text.split("baseline:\n", 1)
-    fresh.write_text(head + f"baseline:\n  checkpoint: {reused / 'baseline'}\n" + tail.split("\n", 1)[1])
+    fresh = tiny_config(alone, data, rates=(0.5,), seeds=(42,), resources={"max_concurrent": 1},
+                        baseline={"checkpoint": str(reused / "baseline")})
     done = s4op("search", fresh, "--storage", tmp_path / "runs", "--name", "fresh", cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
