@@ -55,14 +55,14 @@ def test_three_stage_two_seed_search_completes(uninterrupted):
     root = keyed["tiny"].info.run_id
     baseline = keyed["tiny/stage-0/baseline"]
     assert baseline.data.tags["mlflow.parentRunId"] == keyed["tiny/stage-0"].info.run_id
-    assert baseline.info.status == "FINISHED" and "final_val_metric" in baseline.data.metrics
+    assert baseline.info.status == "FINISHED" and "val_accuracy" in baseline.data.metrics
     for k in (1, 2, 3):
         stage_run = keyed[f"tiny/stage-{k}"]
         assert stage_run.data.tags["mlflow.parentRunId"] == root
         for seed in (7, 42):
             trial = keyed[f"tiny/stage-{k}/seed-{seed}"]
             assert trial.data.tags["mlflow.parentRunId"] == stage_run.info.run_id
-            assert {"loss", "val_metric", "final_val_metric", "latency_p50_ms"} <= set(trial.data.metrics)
+            assert {"train_loss", "val_accuracy", "test_accuracy", "latency_p50_ms"} <= set(trial.data.metrics)
             assert trial.data.params["seed"] == str(seed)
 
 

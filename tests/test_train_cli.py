@@ -84,7 +84,7 @@ def test_train_generates_data_writes_checkpoint_and_tracks_the_run(tmp_path, cap
     assert run.data.params["baseline.train.epochs"] == "3"
     assert run.data.params["model.d_model"] == "16"
     history = client.get_metric_history(run.info.run_id, "val_accuracy")
-    assert sorted(m.step for m in history) == [1, 2, 3, 3]  # per epoch, then the final model at the last
+    assert sorted(m.step for m in history) == [1, 2, 3, 4]  # per epoch, then the final model one step past
     assert run.data.metrics["val_accuracy"] == pytest.approx(meta["metrics"]["val_metric"])
     assert run.data.metrics["test_accuracy"] == pytest.approx(meta["metrics"]["test_metric"])
     seconds = client.get_metric_history(run.info.run_id, "epoch_seconds")
