@@ -1,0 +1,84 @@
+"""The in-search baseline trains as a Ray task, checkpoints every epoch into `<search>/baseline.train/`,
+and a search whose driver was SIGKILLed during baseline training resumes it from its last saved epoch,
+not from epoch 1 (read from the baseline's own per-epoch record, `baseline.train/epochs.log`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from orchestrator.search import ledger
+from search_helpers import S4OP, env, mlflow_runs, s4op, tiny_config
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 40
+
+
+def _epochs(search_dir) -> list[dict]:
+    path = search_dir / "baseline.train" / "epochs.log"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def _kill_and_wait(pid: int, timeout: float = 60) -> None:
+    import psutil
+
+    try:
+        psutil.Process(pid).kill()
+        psutil.Process(pid).wait(timeout)
+    except psutil.NoSuchProcess:
+        pass
+
+
+def test_killed_baseline_resumes_from_its_last_epoch(tmp_path):
+    cfg = tiny_config(tmp_path, tmp_path / "data", rates=(0.5,), seeds=(7,), epochs=1,
+                      baseline={"train": {"epochs": EPOCHS, "patience": EPOCHS}})
+    search_dir = tmp_path / "runs" / "tiny"
+    proc = subprocess.Popen([*S4OP, "search", str(cfg), "--storage", str(tmp_path / "runs")], cwd=tmp_path,
+                            env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None and not _epochs(search_dir):
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)  # the driver dies once epoch >= 1 is checkpointed ...
+        proc.wait()
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # ... and so do its Ray processes (we started them)
+        except ProcessLookupError:
+            pass
+    worker = _epochs(search_dir)[0]["pid"] if _epochs(search_dir) else None
+    if worker is not None:  # the Ray worker training the baseline (ours; it may sit outside the group)
+        _kill_and_wait(worker)
+    before = _epochs(search_dir)
+    assert proc.returncode == -signal.SIGKILL, "the search ended before the kill"
+    assert before and before[0]["epoch"] == 1 and before[0]["resumed_from"] == 0, before
+    killed_after = before[-1]["epoch"]
+    assert killed_after < EPOCHS, "the baseline finished before the kill; nothing to resume"
+    assert 0 not in ledger.completed_stages(search_dir)
+    assert before[0]["pid"] != proc.pid  # trained in a Ray worker, not in the driver
+
+    done = s4op("resume", search_dir, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    after = _epochs(search_dir)
+    assert after[: len(before)] == before
+    resumed = after[len(before):]
+    assert resumed, "no epoch trained after the resume"
+    # the resumed start continued after the last saved epoch (>= 1), not from epoch 1
+    assert resumed[0]["resumed_from"] >= killed_after >= 1 and resumed[0]["epoch"] == resumed[0]["resumed_from"] + 1
+    assert [r["epoch"] for r in after] == [r["epoch"] for r in before] + list(range(resumed[0]["epoch"], EPOCHS + 1))
+    assert sum(r["epoch"] == 1 for r in after) == 1
+    # where it trained is recorded in model.json and on the baseline's MLflow run
+    meta = json.loads((search_dir / "baseline" / "model.json").read_text())
+    assert meta["extra"]["train_device"] == "cpu" and all(r["train_device"] == "cpu" for r in after)
+    runs = [r for r in mlflow_runs(search_dir) if r.data.tags.get("s4op.key", "").endswith("baseline")]
+    assert len(runs) == 1 and runs[0].data.tags["s4op.train_device"] == "cpu"
+    steps = [m.step for m in __import__("mlflow").tracking.MlflowClient(
+        f"sqlite:///{search_dir}/mlflow.db").get_metric_history(runs[0].info.run_id, "train_loss")]
+    assert len(steps) == len(set(steps)) and max(steps) == EPOCHS  # no epoch logged twice across the restart
