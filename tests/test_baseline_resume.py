@@ -13,6 +13,7 @@ import time
 import pytest
 
 from orchestrator.search import ledger
+from orchestrator.search.baseline_remote import epoch_lines
 from search_helpers import S4OP, env, mlflow_runs, s4op, tiny_config
 
 pytestmark = pytest.mark.slow
@@ -21,8 +22,7 @@ EPOCHS = 40
 
 
 def _epochs(search_dir) -> list[dict]:
-    path = search_dir / "baseline.train" / "epochs.log"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return epoch_lines(search_dir / "baseline.train")
 
 
 def _kill_and_wait(pid: int, timeout: float = 60) -> None:
@@ -66,6 +66,7 @@ def test_killed_baseline_resumes_from_its_last_epoch(tmp_path):
     done = s4op("resume", search_dir, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
+    assert f"baseline epoch {EPOCHS}/{EPOCHS}: val " in done.stdout  # the worker's epochs shown by the driver
     after = _epochs(search_dir)
     assert after[: len(before)] == before
     resumed = after[len(before):]

@@ -4,7 +4,8 @@
 CPUs and `resources.gpu` GPUs (its device from `workers.device.assigned_device`, so a GPU share
 trains on that GPU, or on the CPU with logical GPUs, S4OP_LOGICAL_GPUS=1), checkpointing each epoch
 into the search's `baseline.train/`; a killed driver's resumed search continues from the last saved
-epoch. Without a running Ray (never in a search) it trains in this process. `s4op train` does not
+epoch. While it runs, the driver reads the task's per-epoch record (`baseline.train/epochs.log`) and
+hands each new epoch to `progress` (the search's console). Without a running Ray (never in a search) it trains in this process. `s4op train` does not
 come here: it trains in its own process on `--device`.
 """
 
@@ -27,8 +28,10 @@ def train_on_worker(cfg, out_dir: str, state_dir: str, *, tracking_uri, parent_r
                               device=device, train_device=label, state_dir=state_dir))
 
 
-def train_remote(cfg, out_dir: Path, state_dir: Path, *, tracking_uri, parent_run_id, run_key) -> Path:
-    """Train the baseline in a Ray task with the trial resources (see module docstring); its path."""
+def train_remote(cfg, out_dir: Path, state_dir: Path, *, tracking_uri, parent_run_id, run_key,
+                 progress=None) -> Path:
+    """Train the baseline in a Ray task with the trial resources (see module docstring); its path.
+    progress: called with each epoch's line of epochs.log (a dict) as the task writes it."""
     import ray
 
     kwargs = dict(tracking_uri=tracking_uri, parent_run_id=parent_run_id, run_key=run_key)
@@ -37,10 +40,38 @@ def train_remote(cfg, out_dir: Path, state_dir: Path, *, tracking_uri, parent_ru
     task = ray.remote(num_cpus=float(cfg.resources.cpu), num_gpus=float(cfg.resources.gpu),
                       max_retries=1)(train_on_worker)  # a lost worker's retry resumes from the last epoch
     try:
-        return Path(ray.get(task.remote(cfg, str(out_dir), str(state_dir), **kwargs)))
+        ref = task.remote(cfg, str(out_dir), str(state_dir), **kwargs)
+        seen = len(epoch_lines(state_dir))
+        while not ray.wait([ref], timeout=1.0)[0]:
+            seen = _report(state_dir, seen, progress)
+        _report(state_dir, seen, progress)
+        return Path(ray.get(ref))
     except ray.exceptions.RayTaskError as exc:  # our one-line errors come back as themselves
         from search_spaces.errors import S4opError
 
         if isinstance(exc.cause, S4opError):
             raise exc.cause from None
         raise
+
+
+def epoch_lines(state_dir: Path) -> list[dict]:
+    """The baseline's per-epoch record so far (`orchestrator.baseline.EPOCHS_LOG`), a torn last line left out."""
+    import json
+
+    from orchestrator.baseline import EPOCHS_LOG
+
+    path = Path(state_dir) / EPOCHS_LOG
+    lines = []
+    for text in (path.read_text().splitlines() if path.is_file() else []):
+        try:
+            lines.append(json.loads(text))
+        except ValueError:
+            break
+    return lines
+
+
+def _report(state_dir: Path, seen: int, progress) -> int:
+    lines = epoch_lines(state_dir)
+    for line in lines[seen:] if progress is not None else []:
+        progress(line)
+    return len(lines)

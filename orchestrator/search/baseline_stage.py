@@ -39,7 +39,9 @@ def _baseline_checkpoint(ctx, stage_run: str | None) -> Path:
         from orchestrator.search.baseline_remote import train_remote
 
         return train_remote(cfg, target.resolve(), folder.baseline_train_dir.resolve(), tracking_uri=ctx.tracking_uri,
-                            parent_run_id=stage_run, run_key=run_key(ctx.name, 0, "baseline"))
+                            parent_run_id=stage_run, run_key=run_key(ctx.name, 0, "baseline"),
+                            progress=lambda e: ctx.view.note(f"baseline epoch {e['epoch']}/{cfg.baseline.train.epochs}: "
+                                                             f"val {e['val_metric']:.4f} on {e['train_device']}"))
     source = Path(cfg.baseline.checkpoint)
     if not (source / "model.json").exists():
         raise CheckpointError(f"baseline.checkpoint {source}: model.json not found; expected a checkpoint folder")
