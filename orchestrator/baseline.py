@@ -10,7 +10,7 @@ checkpoint files as artifacts. Without a tracking URI the store is `sqlite:///<o
 (absolute), with artifacts in `<out_dir>/mlartifacts`.
 
 Resuming: with `state_dir` (a search's `baseline.train/`), the training state (`TrainState`) is
-saved there after every epoch and one line per epoch appended to its `epochs.log` (epoch, pid, the
+saved there after every epoch (as `epoch-<k>/`, renamed in whole) and one line per epoch appended to its `epochs.log` (epoch, pid, the
 epoch this start resumed from); a later call with the same `state_dir` continues from the last saved
 epoch instead of epoch 1. `train_device` (the ledger's label, e.g. `cuda:0 (NVIDIA H100)`) goes into
 model.json's extra and the run's `s4op.train_device` tag.
@@ -82,7 +82,7 @@ def train_baseline(cfg, out_dir: str | os.PathLike, *, tracking_uri: str | None 
 
     from workers.checkpoint import save_checkpoint
     from workers.metrics import MAJORITY_BASELINE, majority_baseline
-    from workers.training import STATE_JSON, TrainState, evaluate, fit
+    from workers.training import evaluate, fit
 
     console = console or Console(highlight=False, soft_wrap=True)
     out_dir = Path(out_dir).resolve()
@@ -115,7 +115,7 @@ def train_baseline(cfg, out_dir: str | os.PathLike, *, tracking_uri: str | None 
                   tags={**view.kind_tags("baseline"), "s4op.config": cfg.name, "s4op.task": info.name,
                         "s4op.data_fingerprint": data_fp, "s4op.train_device": train_device})
     state_dir = Path(state_dir).resolve() if state_dir is not None else None
-    state = TrainState.load(state_dir) if state_dir is not None and (state_dir / STATE_JSON).is_file() else None
+    state = last_epoch_state(state_dir) if state_dir is not None else None
     if state is not None:
         console.print(f"resuming the baseline after epoch {state.epoch} ({state_dir})")
     last_elapsed = [float(state.history[-1]["elapsed_s"]) if state is not None and state.history else 0.0]
@@ -165,11 +165,32 @@ EPOCHS_LOG = "epochs.log"
 
 
 def save_epoch_state(state_dir: Path, report, *, resumed_from: int, train_device: str) -> None:
-    """Save epoch `report.epoch`'s TrainState into `state_dir` and append its line to epochs.log."""
-    import json
+    """Save epoch `report.epoch`'s TrainState as `state_dir/epoch-<k>/` and append its line to epochs.log.
 
-    report.state.save(state_dir)
+    The state is written into `.saving/` and renamed whole (a kill mid-save leaves the previous epoch's
+    state intact), then the older epochs' folders are removed."""
+    import json
+    import shutil
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    saving = state_dir / ".saving"
+    shutil.rmtree(saving, ignore_errors=True)
+    report.state.save(saving)
+    target = state_dir / f"epoch-{int(report.epoch):05d}"
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(saving, target)
+    for old in state_dir.glob("epoch-*"):
+        if old != target:
+            shutil.rmtree(old, ignore_errors=True)
     line = {"epoch": int(report.epoch), "pid": os.getpid(), "resumed_from": int(resumed_from),
             "train_device": train_device, "val_metric": float(report.val_metric), "at": time.time()}
     with open(state_dir / EPOCHS_LOG, "a") as f:
         f.write(json.dumps(line) + "\n")
+
+
+def last_epoch_state(state_dir: Path):
+    """The TrainState of the last epoch saved by `save_epoch_state` in `state_dir`, or None."""
+    from workers.training import TrainState
+
+    folders = sorted(p for p in state_dir.glob("epoch-*") if p.is_dir()) if state_dir.is_dir() else []
+    return TrainState.load(folders[-1]) if folders else None

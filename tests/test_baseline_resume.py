@@ -5,7 +5,6 @@ not from epoch 1 (read from the baseline's own per-epoch record, `baseline.train
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -14,7 +13,8 @@ import pytest
 
 from orchestrator.search import ledger
 from orchestrator.search.baseline_remote import epoch_lines
-from search_helpers import S4OP, env, mlflow_runs, s4op, tiny_config
+from hardening_search import kill_tree, search_env
+from search_helpers import S4OP, mlflow_runs, s4op, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -25,36 +25,19 @@ def _epochs(search_dir) -> list[dict]:
     return epoch_lines(search_dir / "baseline.train")
 
 
-def _kill_and_wait(pid: int, timeout: float = 60) -> None:
-    import psutil
-
-    try:
-        psutil.Process(pid).kill()
-        psutil.Process(pid).wait(timeout)
-    except psutil.NoSuchProcess:
-        pass
-
-
 def test_killed_baseline_resumes_from_its_last_epoch(tmp_path):
     cfg = tiny_config(tmp_path, tmp_path / "data", rates=(0.5,), seeds=(7,), epochs=1,
                       baseline={"train": {"epochs": EPOCHS, "patience": EPOCHS}})
     search_dir = tmp_path / "runs" / "tiny"
+    env = search_env(tmp_path)
     proc = subprocess.Popen([*S4OP, "search", str(cfg), "--storage", str(tmp_path / "runs")], cwd=tmp_path,
-                            env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None and not _epochs(search_dir):
             time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)  # the driver dies once epoch >= 1 is checkpointed ...
-        proc.wait()
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # ... and so do its Ray processes (we started them)
-        except ProcessLookupError:
-            pass
-    worker = _epochs(search_dir)[0]["pid"] if _epochs(search_dir) else None
-    if worker is not None:  # the Ray worker training the baseline (ours; it may sit outside the group)
-        _kill_and_wait(worker)
+        kill_tree(proc, env)  # the driver dies once epoch >= 1 is checkpointed, and its Ray (the worker too)
     before = _epochs(search_dir)
     assert proc.returncode == -signal.SIGKILL, "the search ended before the kill"
     assert before and before[0]["epoch"] == 1 and before[0]["resumed_from"] == 0, before
