@@ -16,8 +16,6 @@ from orchestrator.search.baseline_remote import epoch_lines
 from hardening_search import kill_tree, search_env
 from search_helpers import S4OP, mlflow_runs, s4op, tiny_config
 
-pytestmark = pytest.mark.slow
-
 EPOCHS = 40
 
 
@@ -25,6 +23,7 @@ def _epochs(search_dir) -> list[dict]:
     return epoch_lines(search_dir / "baseline.train")
 
 
+@pytest.mark.slow
 def test_killed_baseline_resumes_from_its_last_epoch(tmp_path):
     cfg = tiny_config(tmp_path, tmp_path / "data", rates=(0.5,), seeds=(7,), epochs=1,
                       baseline={"train": {"epochs": EPOCHS, "patience": EPOCHS}})
@@ -66,3 +65,14 @@ def test_killed_baseline_resumes_from_its_last_epoch(tmp_path):
     steps = [m.step for m in __import__("mlflow").tracking.MlflowClient(
         f"sqlite:///{search_dir}/mlflow.db").get_metric_history(runs[0].info.run_id, "train_loss")]
     assert len(steps) == len(set(steps)) and max(steps) == EPOCHS  # no epoch logged twice across the restart
+
+
+def test_a_baseline_trained_on_another_node_is_written_into_the_search_folder(tmp_path):
+    from orchestrator.search.baseline_remote import write_missing
+
+    files = {"model.safetensors": b"weights", "model.json": b"{}"}
+    assert write_missing(tmp_path / "baseline", files) == tmp_path / "baseline"
+    assert (tmp_path / "baseline" / "model.safetensors").read_bytes() == b"weights"
+    (tmp_path / "baseline" / "model.json").write_text('{"here": 1}')  # trained on this node: left as it is
+    write_missing(tmp_path / "baseline", {"model.safetensors": b"other", "model.json": b"{}"})
+    assert (tmp_path / "baseline" / "model.safetensors").read_bytes() == b"weights"

@@ -66,3 +66,4 @@ def test_half_gpu_trials_pack_four_on_two_logical_gpus(tmp_path):
     assert devices == ["cpu (logical GPU 0)"] * 2 + ["cpu (logical GPU 1)"] * 2, devices  # two per GPU
     baseline = json.loads((search_dir / "baseline" / "model.json").read_text())
     assert baseline["extra"]["train_device"].startswith("cpu (logical GPU ")  # the baseline held a share too
+
