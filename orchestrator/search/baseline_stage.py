@@ -36,10 +36,12 @@ def _baseline_checkpoint(ctx, stage_run: str | None) -> Path:
     cfg, folder = ctx.cfg, ctx.folder
     target = folder.baseline_dir
     if cfg.baseline.checkpoint is None:
-        from orchestrator.baseline import train_baseline
+        from orchestrator.search.baseline_remote import train_remote
 
-        return Path(train_baseline(cfg, target, tracking_uri=ctx.tracking_uri, parent_run_id=stage_run,
-                                   run_key=run_key(ctx.name, 0, "baseline")))
+        return train_remote(cfg, target.resolve(), folder.baseline_train_dir.resolve(), tracking_uri=ctx.tracking_uri,
+                            parent_run_id=stage_run, run_key=run_key(ctx.name, 0, "baseline"),
+                            progress=lambda e: ctx.view.note(f"baseline epoch {e['epoch']}/{cfg.baseline.train.epochs}: "
+                                                             f"val {e['val_metric']:.4f} on {e['train_device']}"))
     source = Path(cfg.baseline.checkpoint)
     if not (source / "model.json").exists():
         raise CheckpointError(f"baseline.checkpoint {source}: model.json not found; expected a checkpoint folder")

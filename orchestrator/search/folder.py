@@ -68,6 +68,7 @@ class SearchFolder:
     meta_path = property(lambda self: self.root / META_NAME)
     config_path = property(lambda self: self.root / CONFIG_NAME)
     baseline_dir = property(lambda self: self.root / "baseline")
+    baseline_train_dir = property(lambda self: self.root / "baseline.train")  # the baseline's per-epoch state
     plots_dir = property(lambda self: self.root / "plots")
     artifacts_dir = property(lambda self: self.root / "mlartifacts")
     outbox_path = property(lambda self: self.root / OUTBOX_NAME)

@@ -51,6 +51,17 @@ def system_config(cpus: int) -> dict:
     return config
 
 
+def embedded_gpus(value: str | None) -> int | None:
+    """S4OP_NUM_GPUS for an embedded Ray: the GPUs it offers (None: Ray detects them). On a machine
+    without GPUs, `S4OP_NUM_GPUS=2` gives logical GPUs that Ray schedules by (packing tests; with
+    S4OP_LOGICAL_GPUS=1 a trial holding one trains on the CPU, see workers.device)."""
+    if value is None or not value.strip():
+        return None
+    if not value.strip().isdigit():
+        raise ConfigError(f"S4OP_NUM_GPUS: got {value!r}, expected a whole number of GPUs (0, 1, 2, ...)")
+    return int(value)
+
+
 def start_ray(address: str | None, *, num_cpus: int | None = None) -> RayHandle:
     """Connect to (or embed) Ray. "local"/None: `ray.init(address="local", num_cpus=...)`."""
     import ray
@@ -65,8 +76,9 @@ def start_ray(address: str | None, *, num_cpus: int | None = None) -> RayHandle:
                   configure_logging=True, logging_level=logging.WARNING)
     if is_embedded(address):
         cpus = int(num_cpus or os.environ.get("S4OP_NUM_CPUS") or len(os.sched_getaffinity(0)))
+        gpus = embedded_gpus(os.environ.get("S4OP_NUM_GPUS"))
         ray.init(address="local", num_cpus=cpus, object_store_memory=200 * 1024**2,
-                 _system_config=system_config(cpus), **common)
+                 _system_config=system_config(cpus), **({"num_gpus": gpus} if gpus is not None else {}), **common)
     else:
         target = os.environ.get("RAY_ADDRESS") if address == "auto" and os.environ.get("RAY_ADDRESS") else address
         check_reachable(target)
