@@ -86,7 +86,7 @@ def test_sync_rebuilds_runs_from_the_ledger_and_twice_changes_nothing(tmp_path, 
     assert sorted(snap) == ["s", "s/stage-0", "s/stage-1", "s/stage-1/seed-42", "s/stage-1/seed-7"]
     status, params, hist, parent = snap["s/stage-1/seed-7"]
     assert status == "FINISHED" and params["seed"] == "7"
-    assert hist["val_accuracy"] == [(0, 0.55)] and hist["n_params"] == [(0, 900.0)]
+    assert hist["val_accuracy"] == [(1, 0.55)] and hist["n_params"] == [(1, 900.0)]  # one past its 0 epochs
     assert snap["s"][2]["val_accuracy"] == [(0, 0.6), (10, 0.55)]  # the search run: step = rate in percent
     assert parent == first.run_ids["s/stage-1"]
     assert snap["s/stage-1/seed-42"][0] == "FAILED"

@@ -11,6 +11,7 @@ import signal
 import time
 
 import pytest
+import yaml
 
 from hardening_search import run, search_env, start, tiny_config
 
@@ -41,7 +42,9 @@ def _last_line(log):
 def test_sigterm_then_double_ctrl_c_then_resume_completes(tmp_path):
     env = search_env(tmp_path)
     cfg = tiny_config(tmp_path, "intr")
-    cfg.write_text(cfg.read_text().replace("epochs: 1, lr: 1.0e-3", "epochs: 3, lr: 1.0e-3"))
+    data = yaml.safe_load(cfg.read_text())
+    data["search"]["finetune"]["epochs"] = 3
+    cfg.write_text(yaml.safe_dump(data))
     search_dir = tmp_path / "runs" / "intr"
     log = tmp_path / "log.txt"
 

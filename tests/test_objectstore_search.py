@@ -175,7 +175,7 @@ def test_resume_refuses_a_lock_of_another_host_and_breaks_it_on_request(finished
 def test_report_from_the_uri_fetches_checkpoints_into_a_fresh_work_dir(finished):
     tmp = finished[0]
     fresh = tmp / "report-copy"
-    out = s4op("report", URI, "--work-dir", fresh, cwd=tmp)
+    out = s4op("report", URI, "--work-dir", fresh, "--register", cwd=tmp)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert (fresh / "tiny" / "report" / "report.html").is_file() and "## tiny" in out.stdout
     assert "registered model" in out.stdout and "model registry" not in out.stderr  # every stage's best found

@@ -29,4 +29,4 @@ def test_optuna_stage_samples_seed_base_and_lr(tmp_path):
     stage_id = keyed["tiny/stage-1"].info.run_id
     trial_runs = [r for k, r in keyed.items() if k.startswith("tiny/stage-1/")]
     assert len(trial_runs) == 3 and all(r.data.tags["mlflow.parentRunId"] == stage_id for r in trial_runs)
-    assert {float(r.data.params["finetune.lr"]) for r in trial_runs} == set(trials["lr"])
+    assert {float(r.data.params["lr"]) for r in trial_runs} == set(trials["lr"])

@@ -12,17 +12,11 @@ from search_spaces.target import Target, answer, next_stage
 pytestmark = pytest.mark.slow
 
 
-def _config(tmp_path, text_from, text_to, **kw):
-    cfg = tiny_config(tmp_path, tmp_path / "data", **kw)
-    cfg.write_text(cfg.read_text().replace(text_from, text_to))
-    return cfg
-
-
 def test_asha_stops_seeds_that_fall_behind_and_resume_keeps_them_stopped(tmp_path):
     # one trial at a time: the first seed sets each rung's bar; reduction 4 keeps only the seeds above it
     cfg = tiny_config(tmp_path, tmp_path / "data", rates=(0.3, 0.9), seeds=(7, 42, 123, 2024), epochs=3,
-                      extra="  scheduler: {kind: asha, grace_epochs: 1, reduction: 4}")
-    cfg.write_text(cfg.read_text().replace("max_concurrent: 2", "max_concurrent: 1"))
+                      search={"scheduler": {"kind": "asha", "grace_epochs": 1, "reduction": 4}},
+                      resources={"max_concurrent": 1})
     done = s4op("search", cfg, "--storage", tmp_path / "runs", cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     search_dir = tmp_path / "runs" / "tiny"
@@ -63,11 +57,8 @@ def test_asha_stops_seeds_that_fall_behind_and_resume_keeps_them_stopped(tmp_pat
 def test_max_drop_target_narrows_between_the_last_good_rate_and_the_first_bad_one(tmp_path):
     # a near-chance baseline and a fine-tune lr that wrecks the pruned model: rate 0.5 falls below it
     cfg = tiny_config(tmp_path, tmp_path / "data", rates=(0.5, 0.9), seeds=(7,), epochs=1,
-                      extra="  target: {max_drop: 0.0, refine: 2}")
-    text = cfg.read_text().replace("epochs: 1, batch_size: 32, lr: 0.003, weight_decay: 0.0, warmup_epochs: 0, "
-                                   "patience: 1", "epochs: 8, batch_size: 32, lr: 0.003, weight_decay: 0.0, "
-                                   "warmup_epochs: 0, patience: 8").replace("lr: 3.0e-3", "lr: 0.5")
-    cfg.write_text(text)
+                      search={"target": {"max_drop": 0.0, "refine": 2}, "finetune": {"epochs": 1, "lr": 0.5}},
+                      baseline={"train": {"epochs": 8, "patience": 8}})
     done = s4op("search", cfg, "--storage", tmp_path / "runs", cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     search_dir = tmp_path / "runs" / "tiny"

@@ -22,8 +22,8 @@ _noted: set[str] = set()
 
 def to_stored(path: str | None, root: str | os.PathLike) -> str | None:
     """A ledger path as stored: relative to `root` when inside it (URIs and outside paths unchanged)."""
-    if not path or "://" in path or not os.path.isabs(path):
-        return path
+    if not isinstance(path, str) or not path or "://" in path or not os.path.isabs(path):
+        return path if isinstance(path, str) else None  # a missing value (None, or pandas' NaN)
     try:
         return str(Path(path).relative_to(Path(root).resolve()))
     except ValueError:
