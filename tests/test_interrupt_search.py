@@ -43,7 +43,8 @@ def test_sigterm_then_double_ctrl_c_then_resume_completes(tmp_path):
     env = search_env(tmp_path)
     cfg = tiny_config(tmp_path, "intr")
     data = yaml.safe_load(cfg.read_text())
-    data["search"]["finetune"]["epochs"] = 3
+    # long enough (no early stop) that both interruptions land while stage 1's trials still train
+    data["search"]["finetune"].update(epochs=30, patience=30)
     cfg.write_text(yaml.safe_dump(data))
     search_dir = tmp_path / "runs" / "intr"
     log = tmp_path / "log.txt"
