@@ -60,7 +60,8 @@ def _mtimes(uri: str, stage: int, marker: str) -> list[float]:
 def finished(s3, tmp_path_factory, data_dir):
     """2 stages x 2 seeds on s3://; the driver is killed mid-stage 2 and resumed from a fresh work dir."""
     tmp = tmp_path_factory.mktemp("s3-run")
-    cfg = tiny_config(tmp, data_dir, rates=(0.3, 0.6), seeds=(7, 42), epochs=10)  # warm workers: keep the kill mid-trial
+    # long trials, no early stop: the kill lands mid-trial even on a quiet machine with warm workers
+    cfg = tiny_config(tmp, data_dir, rates=(0.3, 0.6), seeds=(7, 42), search={"finetune": {"epochs": 30, "patience": 30}})
     t0 = time.time()
     proc = subprocess.Popen([*S4OP, "search", str(cfg), "--storage", STORAGE, "--work-dir", str(tmp / "work")],
                             cwd=tmp, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
