@@ -9,9 +9,15 @@ machine is touched (never `ray stop`, which kills every Ray process of every use
 Ray 2.60 authenticates cluster connections with a token. Each local cluster gets its own random
 token, written 0600 next to the state file and handed to every node and client through
 `RAY_AUTH_MODE=token` and `RAY_AUTH_TOKEN_PATH` (never `~/.ray/auth_token`, which other clusters
-on the machine may use). Ray's servers listen on all interfaces, so the token is what keeps the
-cluster private; `client_env(state)` gives the variables a client (`s4op search --address ...`)
-needs.
+on the machine may use). Only the dashboard can be bound to 127.0.0.1 with Ray's flags: `ray start`
+rewrites `--node-ip-address 127.0.0.1` to the machine's address and the GCS, raylets and workers
+listen on all interfaces (the table in cluster/README.md, checked by tests/test_cluster_local_live.py),
+so the token is what keeps the cluster private; `client_env(state)` gives the variables a client
+(`s4op search --address ...`, `ray job submit`) needs.
+
+Every node runs with the venv's `bin/` first on PATH (jobs find `s4op` and this `python`) and
+with TMPDIR inside the cluster's temp dir, so what Ray's processes leave in a temp folder
+(multiprocessing's `pymp-*` listener sockets) goes when `down` removes that dir.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ class LocalNode:
     started_at: float
     start_ticks: int | None = None  # kernel start time of the pid: guards against PID reuse
     resources: dict[str, float] = field(default_factory=dict)  # custom resources (a latency node's)
+    gpus: float = 0.0  # GPUs the node declares (logical ones on a machine without)
 
 
 @dataclass
@@ -223,12 +230,54 @@ def free_port() -> int:
 
 
 def client_env(state: LocalClusterState) -> dict[str, str]:
-    """Environment a client needs to connect: address and the cluster's auth token."""
-    return {
+    """Environment a client needs to connect: address and the cluster's auth token, and with the
+    dashboard on, the Jobs API address `ray job submit` reads (RAY_API_SERVER_ADDRESS)."""
+    env = {
         "RAY_ADDRESS": state.address,
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN_PATH": state.token_path,
     }
+    if state.dashboard_url:
+        env["RAY_API_SERVER_ADDRESS"] = state.dashboard_url
+    return env
+
+
+def node_tmp_dir(state: LocalClusterState) -> Path:
+    """The TMPDIR of every node: inside Ray's temp dir, so `down` removes what lands there."""
+    return Path(state.temp_dir) / "tmp"
+
+
+def _node_env(state: LocalClusterState, env: dict[str, str] | None) -> dict[str, str]:
+    """This process's environment for a node: the cluster's token, the venv's bin first on PATH
+    (a job's `s4op` and `python` are the ones the nodes run), TMPDIR inside the cluster, `env` last."""
+    node_env = dict(os.environ)
+    for var in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_API_SERVER_ADDRESS"):
+        node_env.pop(var, None)
+    tmp = node_tmp_dir(state)
+    tmp.mkdir(parents=True, exist_ok=True)
+    venv_bin = str(Path(sys.executable).parent)
+    node_env.update(
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN_PATH=state.token_path,
+        RAY_USAGE_STATS_ENABLED="0",
+        TMPDIR=str(tmp),
+        PATH=os.pathsep.join([venv_bin, *(p for p in node_env.get("PATH", "").split(os.pathsep)
+                                          if p and p != venv_bin)]),
+    )
+    node_env.update(env or {})
+    return node_env
+
+
+def _node_args(object_store_mb: int) -> list[str]:
+    """Flags every node gets. Ray 2.60 rewrites `--node-ip-address 127.0.0.1` to the machine's
+    address (`resolve_ip_for_localhost`); it is passed so the nodes agree on one host."""
+    return [
+        "--node-ip-address", NODE_IP,
+        "--object-store-memory", str(object_store_mb * 1024 * 1024),
+        "--dashboard-agent-listen-port", str(free_port()),
+        "--disable-usage-stats",
+        "--block",
+    ]
 
 
 def _ray_executable() -> str:
@@ -274,6 +323,7 @@ def start_local_cluster(
     *,
     cpus_per_worker: float = 1,
     head_cpus: float = 0,
+    gpus_per_worker: float = 0,
     state_path: str | Path | None = None,
     port: int | None = None,
     object_store_mb: int = 128,
@@ -282,23 +332,22 @@ def start_local_cluster(
     timeout_s: float = 180.0,
     latency_node: str | None = None,
 ) -> LocalClusterState:
-    """Start a head and `workers` worker nodes on 127.0.0.1; record them in `state_path`.
+    """Start a head and `workers` worker nodes on this machine; record them in `state_path`.
 
     `head_cpus` defaults to 0 so trials run on worker nodes only (the head hosts the driver's
-    actors); Ray accepts more declared CPUs than the machine has. `env` adds variables to every
-    node (e.g. `RAY_health_check_period_ms` for faster node-loss detection). `latency_node` names
-    a custom resource: one extra worker with 1 CPU and {latency_node: 1} then stands in for a
-    device joined as a latency node (`latency.node_resources`). Refuses when the state file
-    already records a running cluster. On any failure everything started is stopped.
+    actors); Ray accepts more declared CPUs (and GPUs) than the machine has. `env` adds variables
+    to every node (e.g. `RAY_health_check_period_ms` for faster node-loss detection).
+    `latency_node` names a custom resource: one extra worker with 1 CPU and {latency_node: 1} then
+    stands in for a device joined as a latency node (`latency.node_resources`). Refuses when the
+    state file already records a running cluster. On any failure everything started is stopped.
     """
     if workers < 0:
         raise ConfigError(f"--workers {workers} is negative; expected 0 or more worker nodes")
-    if cpus_per_worker <= 0:
-        raise ConfigError(f"--cpus-per-worker {cpus_per_worker} must be > 0")
     if head_cpus < 0:
         raise ConfigError(f"--head-cpus {head_cpus} must be >= 0")
-    plan = [(i, cpus_per_worker, {}) for i in range(1, workers + 1)]  # (index, CPUs, custom resources)
-    plan += [(workers + 1, 1.0, resources) for resources in latency_node_resources(latency_node)]
+    check_node_size(cpus_per_worker, gpus_per_worker, "--cpus-per-worker", "--gpus-per-worker")
+    plan = [(cpus_per_worker, gpus_per_worker, {}) for _ in range(workers)]  # (CPUs, GPUs, custom)
+    plan += [(1.0, 0.0, resources) for resources in latency_node_resources(latency_node)]
     state_path = Path(state_path) if state_path is not None else default_state_path()
     old = load_state(state_path)
     if old is not None and any(node_alive(n) for n in old.nodes):
@@ -314,74 +363,40 @@ def start_local_cluster(
     fd = os.open(token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(secrets.token_hex(32))
-    temp_dir = Path(f"/tmp/s4op-ray-{port}")  # short: Ray's unix sockets live under it
-
-    node_env = dict(os.environ)
-    for var in ("RAY_ADDRESS", "RAY_AUTH_TOKEN"):
-        node_env.pop(var, None)
-    node_env.update(
-        RAY_AUTH_MODE="token",
-        RAY_AUTH_TOKEN_PATH=str(token_path),
-        RAY_USAGE_STATS_ENABLED="0",
-    )
-    node_env.update(env or {})
-
-    ray = _ray_executable()
-    address = f"{NODE_IP}:{port}"
     dashboard_port = free_port()
     state = LocalClusterState(
-        address=address,
+        address=f"{NODE_IP}:{port}",
         port=port,
         token_path=str(token_path),
-        temp_dir=str(temp_dir),
+        temp_dir=f"/tmp/s4op-ray-{port}",  # short: Ray's unix sockets live under it
         dashboard_url=f"http://{NODE_IP}:{dashboard_port}" if dashboard else None,
         created_at=time.time(),
     )
-    common = [
-        "--node-ip-address", NODE_IP,
-        "--object-store-memory", str(object_store_mb * 1024 * 1024),
-        "--dashboard-agent-listen-port", str(free_port()),
-        "--disable-usage-stats",
-        "--block",
-    ]
     deadline = time.monotonic() + timeout_s
     try:
+        node_env = _node_env(state, env)
         head_log = run_dir / "head.log"
         head = _spawn(
-            [ray, "start", "--head", "--port", str(port), "--num-cpus", _num(head_cpus),
-             "--num-gpus", "0", "--temp-dir", str(temp_dir),
+            [_ray_executable(), "start", "--head", "--port", str(port), "--num-cpus", _num(head_cpus),
+             "--num-gpus", "0", "--temp-dir", state.temp_dir,
              "--include-dashboard", "true" if dashboard else "false",
              "--dashboard-host", NODE_IP, "--dashboard-port", str(dashboard_port),
-             "--ray-client-server-port", str(free_port()), *common],
+             "--ray-client-server-port", str(free_port()), *_node_args(object_store_mb)],
             node_env, head_log,
         )
         state.nodes.append(LocalNode("head", 0, head.pid, head_cpus, str(head_log), time.time(),
                                      start_ticks(head.pid)))
         save_state(state, state_path)  # recorded before waiting: `down` can always find it
         _wait_started(head, head_log, deadline)
-        for index, cpus, resources in plan:
+        for cpus, gpus, resources in plan:
             # one at a time: a raylet must register with the GCS within Ray's fixed 30 s, which
             # several nodes starting at once on a loaded machine can miss; such a node is retried
             for attempt in (1, 2):
-                common[common.index("--dashboard-agent-listen-port") + 1] = str(free_port())
-                log = run_dir / f"worker-{index}.log"
-                proc = _spawn(
-                    [ray, "start", "--address", address, "--num-cpus", _num(cpus), "--num-gpus", "0",
-                     *(["--resources", json.dumps(resources)] if resources else []), *common],
-                    node_env, log,
-                )
-                node = LocalNode("worker", index, proc.pid, cpus, str(log), time.time(),
-                                 start_ticks(proc.pid), resources)
-                state.nodes.append(node)
-                save_state(state, state_path)
                 try:
-                    _wait_started(proc, log, deadline)
+                    _start_worker(state, state_path, cpus, gpus, resources, node_env, deadline,
+                                  object_store_mb)
                     break
                 except SearchStateError:
-                    stop_node(node, grace_s=0.5)
-                    proc.wait(timeout=10)
-                    state.nodes.remove(node)
-                    save_state(state, state_path)
                     if attempt == 2 or time.monotonic() > deadline:
                         raise
     except BaseException:
@@ -390,6 +405,49 @@ def start_local_cluster(
         _cleanup_files(state, state_path, keep_logs=True)  # node logs say why
         raise
     return state
+
+
+def _start_worker(
+    state: LocalClusterState,
+    state_path: Path,
+    cpus: float,
+    gpus: float,
+    resources: dict[str, float],
+    node_env: dict[str, str],
+    deadline: float,
+    object_store_mb: int = 128,
+) -> LocalNode:
+    """Start one worker node, record it, wait until it runs; on failure stop and unrecord it."""
+    index = max(node.index for node in state.nodes) + 1
+    log = Path(state.token_path).parent / f"worker-{index}.log"
+    proc = _spawn(
+        [_ray_executable(), "start", "--address", state.address, "--num-cpus", _num(cpus),
+         "--num-gpus", _num(gpus), *(["--resources", json.dumps(resources)] if resources else []),
+         *_node_args(object_store_mb)],
+        node_env, log,
+    )
+    node = LocalNode("worker", index, proc.pid, cpus, str(log), time.time(), start_ticks(proc.pid),
+                     dict(resources), gpus)
+    state.nodes.append(node)
+    save_state(state, state_path)
+    try:
+        _wait_started(proc, log, deadline)
+    except SearchStateError:
+        stop_node(node, grace_s=0.5)
+        proc.wait(timeout=10)
+        state.nodes.remove(node)
+        save_state(state, state_path)
+        raise
+    return node
+
+
+def check_node_size(cpus: float, gpus: float, cpus_flag: str = "--cpus", gpus_flag: str = "--gpus") -> None:
+    """`ConfigError` naming the flag unless a worker declares > 0 CPUs and a whole number of GPUs
+    >= 0 (`ray start --num-gpus` takes an integer; on a machine without GPUs they are logical)."""
+    if cpus <= 0:
+        raise ConfigError(f"{cpus_flag} {cpus:g} must be > 0")
+    if gpus < 0 or not float(gpus).is_integer():
+        raise ConfigError(f"{gpus_flag} {gpus:g}: expected a whole number of GPUs >= 0")
 
 
 def latency_node_resources(name: str | None) -> list[dict[str, float]]:
@@ -406,36 +464,75 @@ def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
+def parse_resources(text: str | None) -> dict[str, float]:
+    """`--resources '{"edge-rpi4": 1}'` as a dict; `ConfigError` naming the flag on anything else."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--resources {text!r}: not JSON ({exc.msg})") from None
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+            for k, v in value.items()):
+        raise ConfigError(f"--resources {text!r}: expected a JSON object of names to amounts >= 0")
+    for name in value:
+        latency_node_resources(name)  # the same rules for a custom resource's name
+    return {name: float(amount) for name, amount in value.items()}
+
+
 def add_worker_node(
     state_path: str | Path | None = None,
     *,
     cpus: float = 1,
+    gpus: float = 0,
+    resources: dict[str, float] | None = None,
     env: dict[str, str] | None = None,
     timeout_s: float = 60.0,
+    object_store_mb: int = 128,
 ) -> LocalNode:
     """Start one more worker node for the recorded cluster (e.g. to replace a lost one)."""
+    check_node_size(cpus, gpus)
     state_path = Path(state_path) if state_path is not None else default_state_path()
     state = load_state(state_path)
     if state is None:
         raise SearchStateError(f"{state_path}: no local cluster recorded; run `s4op cluster local up`")
-    node_env = dict(os.environ)
-    node_env.pop("RAY_ADDRESS", None)
-    node_env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=state.token_path,
-                    RAY_USAGE_STATS_ENABLED="0", **(env or {}))
-    index = max(node.index for node in state.nodes) + 1
-    log = Path(state.token_path).parent / f"worker-{index}.log"
-    proc = _spawn(
-        [_ray_executable(), "start", "--address", state.address, "--num-cpus", _num(cpus),
-         "--num-gpus", "0", "--node-ip-address", NODE_IP, "--object-store-memory",
-         str(128 * 1024 * 1024), "--dashboard-agent-listen-port", str(free_port()),
-         "--disable-usage-stats", "--block"],
-        node_env, log,
-    )
-    node = LocalNode("worker", index, proc.pid, cpus, str(log), time.time(), start_ticks(proc.pid))
-    state.nodes.append(node)
+    head = next((n for n in state.nodes if n.role == "head"), None)
+    if head is None or not node_alive(head):
+        raise SearchStateError(f"{state_path}: the head of {state.address} is not running; "
+                               "run `s4op cluster local down`, then `up`")
+    return _start_worker(state, state_path, cpus, gpus, resources or {}, _node_env(state, env),
+                         time.monotonic() + timeout_s, object_store_mb)
+
+
+def remove_worker_node(state_path: str | Path | None, which: str, *, grace_s: float = 3.0) -> tuple[LocalNode, list[int]]:
+    """Stop the worker `which` (its index, `worker-N`, or its node pid) by its process session and
+    drop it from the state file. Returns the node and the pids that were running."""
+    state_path = Path(state_path) if state_path is not None else default_state_path()
+    state = load_state(state_path)
+    if state is None:
+        raise SearchStateError(f"{state_path}: no local cluster recorded")
+    node = find_node(state, which)
+    stopped = stop_node(node, grace_s=grace_s)
+    if node_processes(node):
+        raise SearchStateError(f"worker {node.index} (pid {node.pid}) survived SIGKILL")
+    state.nodes.remove(node)
     save_state(state, state_path)
-    _wait_started(proc, log, time.monotonic() + timeout_s)
-    return node
+    return node, stopped
+
+
+def find_node(state: LocalClusterState, which: str) -> LocalNode:
+    """The worker named by `which`: `2`, `worker-2` or its node pid; `ConfigError` otherwise."""
+    key = which.strip().removeprefix("worker-").removeprefix("worker ")
+    workers = ", ".join(f"worker-{n.index} (pid {n.pid})" for n in state.workers) or "none"
+    if key.isdigit():
+        for node in state.nodes:
+            if int(key) in (node.index, node.pid):
+                if node.role == "head":
+                    raise ConfigError(f"remove-worker {which}: that is the head; "
+                                      "use `s4op cluster local down` to stop the cluster")
+                return node
+    raise ConfigError(f"remove-worker {which}: no such worker node; workers: {workers}")
 
 
 # --- stopping and status -----------------------------------------------------------------
@@ -474,7 +571,10 @@ def stop_local_cluster(
 
 
 def local_cluster_status(state_path: str | Path | None = None) -> list[dict]:
-    """One row per recorded node: role, index, pid, cpus, alive, live process count, log."""
+    """One row per recorded node: role, index, pid, cpus, gpus, resources, alive, live process
+    count, its raylet's pid (None when not running), {kind: pids} of its processes, log."""
+    from cluster.ray_processes import pids_by_kind
+
     state_path = Path(state_path) if state_path is not None else default_state_path()
     state = load_state(state_path)
     if state is None:
@@ -482,8 +582,11 @@ def local_cluster_status(state_path: str | Path | None = None) -> list[dict]:
     rows = []
     for node in state.nodes:
         procs = node_processes(node)
+        kinds = pids_by_kind(procs)
         rows.append(
             {"role": node.role, "index": node.index, "pid": node.pid, "cpus": node.cpus,
-             "alive": bool(procs), "processes": len(procs), "log": node.log}
+             "gpus": node.gpus, "resources": dict(node.resources), "alive": bool(procs),
+             "processes": len(procs), "raylet_pid": (kinds.get("raylet") or [None])[0],
+             "pids": kinds, "log": node.log}
         )
     return rows
