@@ -454,10 +454,15 @@ def latency_node_resources(name: str | None) -> list[dict[str, float]]:
     """The custom resources of the latency node to add: [] or [{name: 1}]; `ConfigError` on a bad name."""
     if name is None:
         return []
+    check_resource_name(name, f"--latency-node {name!r}")
+    return [{name: 1.0}]
+
+
+def check_resource_name(name: str, where: str) -> None:
+    """`ConfigError` starting with `where` unless `name` can be a custom Ray resource."""
     if not name.strip() or name in ("CPU", "GPU", "memory", "object_store_memory") or any(
             c in name for c in " ,:\"'{}"):
-        raise ConfigError(f"--latency-node {name!r}: expected a custom resource name such as edge-rpi4")
-    return [{name: 1.0}]
+        raise ConfigError(f"{where}: expected a custom resource name such as edge-rpi4, got {name!r}")
 
 
 def _num(value: float) -> str:
@@ -477,7 +482,7 @@ def parse_resources(text: str | None) -> dict[str, float]:
             for k, v in value.items()):
         raise ConfigError(f"--resources {text!r}: expected a JSON object of names to amounts >= 0")
     for name in value:
-        latency_node_resources(name)  # the same rules for a custom resource's name
+        check_resource_name(name, f"--resources {text!r}")
     return {name: float(amount) for name, amount in value.items()}
 
 

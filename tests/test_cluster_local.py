@@ -229,3 +229,107 @@ def test_a_recorded_pid_now_used_by_another_process_is_left_alone(tmp_path):
     finally:
         stop_node(LocalNode("worker", 0, proc.pid, 1, "", 0.0), grace_s=0.5)
         proc.wait(timeout=5)
+
+
+def test_client_env_names_the_jobs_api_when_the_dashboard_is_on(tmp_path):
+    state = _state(tmp_path)
+    state.dashboard_url = "http://127.0.0.1:8265"
+    assert client_env(state)["RAY_API_SERVER_ADDRESS"] == "http://127.0.0.1:8265"
+
+
+def test_nodes_get_the_venv_first_on_path_and_tmpdir_inside_the_cluster(tmp_path, monkeypatch):
+    from cluster.local import _node_env, node_tmp_dir
+
+    monkeypatch.setenv("PATH", f"/usr/bin:{os.path.dirname(sys.executable)}:/bin")
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    state = _state(tmp_path)
+    env = _node_env(state, {"EXTRA": "1"})
+    assert env["PATH"].split(os.pathsep) == [os.path.dirname(sys.executable), "/usr/bin", "/bin"]
+    assert env["TMPDIR"] == str(node_tmp_dir(state)) and node_tmp_dir(state).is_dir()
+    assert env["TMPDIR"].startswith(state.temp_dir + "/")  # removed with Ray's temp dir by `down`
+    assert "RAY_ADDRESS" not in env and env["RAY_AUTH_TOKEN_PATH"] == state.token_path
+    assert env["EXTRA"] == "1"
+
+
+@pytest.mark.parametrize("text, expected", [(None, {}), ('{"edge-rpi4": 1, "x": 0.5}', {"edge-rpi4": 1.0, "x": 0.5})])
+def test_resources_flag_parses_a_json_object(text, expected):
+    from cluster.local import parse_resources
+
+    assert parse_resources(text) == expected
+
+
+@pytest.mark.parametrize("text", ["{bad", "[1]", '{"a": -1}', '{"a": true}', '{"CPU": 1}', '{"a b": 1}'])
+def test_resources_flag_rejects_anything_else_naming_the_flag(text):
+    from cluster.local import parse_resources
+
+    with pytest.raises(ConfigError, match="--resources") as err:
+        parse_resources(text)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("cpus, gpus, flag", [(0, 0, "--cpus"), (1, -1, "--gpus"), (1, 0.5, "--gpus")])
+def test_worker_sizes_are_checked_naming_the_flag(cpus, gpus, flag):
+    from cluster.local import check_node_size
+
+    with pytest.raises(ConfigError, match=flag):
+        check_node_size(cpus, gpus)
+
+
+def test_a_worker_is_found_by_index_name_or_pid_never_the_head(tmp_path):
+    from cluster.local import find_node
+
+    state = _state(tmp_path, pids=(111, 222, 333))
+    assert [find_node(state, w).pid for w in ("1", "worker-2", "333", " worker 1")] == [222, 333, 333, 222]
+    with pytest.raises(ConfigError, match="that is the head"):
+        find_node(state, "0")
+    with pytest.raises(ConfigError, match=r"no such worker node; workers: worker-1 \(pid 222\), worker-2"):
+        find_node(state, "9")
+
+
+def test_remove_worker_without_a_cluster_says_so(tmp_path):
+    from cluster.local import remove_worker_node
+
+    with pytest.raises(SearchStateError, match="no local cluster recorded"):
+        remove_worker_node(tmp_path / "none.json", "1")
+
+
+def test_remove_worker_stops_its_session_and_drops_it_from_the_state(tmp_path):
+    from cluster.local import remove_worker_node
+
+    procs = [_sleeper_session() for _ in range(3)]
+    path = tmp_path / "state.json"
+    try:
+        save_state(_state(tmp_path, pids=[p.pid for p in procs]), path)
+        assert _wait_for(lambda: all(len(session_processes(p.pid)) == 2 for p in procs))
+        node, hit = remove_worker_node(path, "worker-1", grace_s=1.0)
+        assert node.pid == procs[1].pid and len(hit) == 2 and session_processes(procs[1].pid) == []
+        assert [n.pid for n in load_state(path).nodes] == [procs[0].pid, procs[2].pid]
+        assert len(session_processes(procs[2].pid)) == 2  # the other worker runs on
+    finally:
+        for proc in procs:
+            stop_node(LocalNode("worker", 0, proc.pid, 1, "", 0.0), grace_s=0.5)
+            proc.wait(timeout=5)
+
+
+@pytest.mark.parametrize("ip, scope", [("127.0.0.1", "127.0.0.1"), ("::1", "127.0.0.1"),
+                                       ("::ffff:127.0.0.1", "127.0.0.1"), ("0.0.0.0", "all interfaces"),
+                                       ("::", "all interfaces"), ("192.0.2.2", "node IP"),
+                                       ("::ffff:10.1.2.3", "node IP"), ("fe80::1%eth0", "node IP")])
+def test_bind_scope_says_who_can_reach_a_socket(ip, scope):
+    from cluster.ray_processes import bind_scope
+
+    assert bind_scope(ip) == scope
+
+
+def test_process_kind_reads_the_command_line(tmp_path):
+    from cluster.ray_processes import pids_by_kind, process_kind
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "ray/dashboard/dashboard.py"])
+    try:
+        assert _wait_for(lambda: process_kind(proc.pid) == "dashboard")
+        assert pids_by_kind([proc.pid, os.getpid()])["dashboard"] == [proc.pid]
+        assert process_kind(os.getpid()).startswith("other: ")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert process_kind(proc.pid) is None  # gone
