@@ -37,14 +37,17 @@ def cpu_model(cpuinfo: str, fallback: str = "") -> str:
 
 
 def node_facts(runtime: str) -> dict:
-    """{node_hostname, node_cpu, node_arch, node_id, runtime_version} of the machine running this."""
+    """{node_hostname, node_cpu, node_arch, node_id, node_ip, runtime_version} of the machine running this."""
+    from workers.node_identity import this_node
+
     try:
         with open("/proc/cpuinfo") as handle:
             cpuinfo = handle.read()
     except OSError:
         cpuinfo = ""
     return {"node_hostname": socket.gethostname(), "node_cpu": cpu_model(cpuinfo, platform.processor()),
-            "node_arch": platform.machine(), "node_id": _ray_node_id(), "runtime_version": runtime_version(runtime)}
+            "node_arch": platform.machine(), "node_id": _ray_node_id(), "node_ip": this_node()["node_ip"],
+            "runtime_version": runtime_version(runtime)}
 
 
 def runtime_version(runtime: str) -> str:
