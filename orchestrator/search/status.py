@@ -110,13 +110,14 @@ def search_status(search_dir: str | os.PathLike, *, work_dir: str | os.PathLike 
 
 
 def trials_per_node(trials) -> list[dict]:
-    """{hostname, ip, node_id, trials, completed, failed, stopped} per node the trials ran on (by node
-    IP and hostname; a trial that failed before reporting anything counts under hostname None)."""
+    """{hostname, ip, node_id, trials, completed, failed, stopped} per node the trials ran on: by Ray
+    node id (the nodes of a local cluster share hostname and IP), else by IP and hostname (a trial
+    without its final result); one that failed before reporting anything counts under hostname None."""
     nodes: dict[tuple, dict] = {}
     for t in trials:
-        entry = nodes.setdefault((t.node_ip, t.node), {"hostname": t.node, "ip": t.node_ip, "node_id": None,
-                                                       "trials": 0, "completed": 0, "failed": 0, "stopped": 0})
-        entry["node_id"] = entry["node_id"] or t.node_id
+        key = (t.node_id,) if t.node_id else (None, t.node_ip, t.node)
+        entry = nodes.setdefault(key, {"hostname": t.node, "ip": t.node_ip, "node_id": t.node_id,
+                                       "trials": 0, "completed": 0, "failed": 0, "stopped": 0})
         entry["trials"] += 1
         if t.status in ("completed", "failed", "stopped"):
             entry[t.status] += 1
