@@ -155,3 +155,34 @@ def test_a_failed_trial_keeps_the_node_tune_reported():
     done = ledger.finished_trial_row(ctx, sample, "seed-7", {"final": True, "node": "w", "node_ip": "10.0.0.9",
                                                             "node_id": "c" * 56}, None, "accuracy")
     assert (done.status, done.node, done.node_ip, done.node_id) == ("completed", "w", "10.0.0.9", "c" * 56)
+
+
+def test_trials_and_the_driver_read_a_uri_from_the_node_cache(s3_data, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from orchestrator.baseline import prepare_data
+    from search_spaces.config import SearchConfig
+    from support import tiny_search_config
+    from workers import trial_io
+
+    local, expected = s3_data
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    cfg = SearchConfig.from_dict(tiny_search_config(URI))
+    splits, fp = prepare_data(cfg)  # the driver: fetched, fingerprinted, never generated
+    assert fp == expected and cfg.task.data_dir == URI
+    assert (len(splits.train.y), len(splits.val.y), len(splits.test.y)) == (20, 5, 5)
+    ctx = SimpleNamespace(task="listops", data_dir=URI, max_len=40, val_fraction=0.2, loader=None, metric=None,
+                          data_fingerprint=expected)
+    trial_splits = trial_io.task_splits(ctx)  # a trial on this node: the verified cached copy
+    assert (trial_splits.test.y == splits.test.y).all()
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")) == [expected, "uris"]
+
+
+def test_mlflow_trial_tags_name_the_node():
+    from orchestrator.tracking.ledger_view import trial_tags
+
+    row = ledger.TrialRow(status="completed", is_best=False, node="h", node_id="a" * 56, node_ip="10.0.0.5",
+                          latency_node_ip="10.0.0.6", latency_shared_cores=True)
+    tags = trial_tags(row)
+    assert (tags["s4op.node"], tags["s4op.node_id"], tags["s4op.node_ip"]) == ("h", "a" * 56, "10.0.0.5")
+    assert (tags["s4op.latency_node_ip"], tags["s4op.latency_shared_cores"]) == ("10.0.0.6", True)
