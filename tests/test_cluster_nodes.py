@@ -7,15 +7,14 @@ figures as shared-core measurements (every node of a local cluster shares the ma
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from cluster.local import add_worker_node, client_env, load_state, session_processes, start_local_cluster, stop_local_cluster
+from cluster.local import (add_worker_node, client_env, load_state, session_processes, start_local_cluster,
+                           stop_local_cluster)
 from orchestrator.search import ledger
 from s3_helpers import moto_s3
 from search_spaces.errors import DataError
