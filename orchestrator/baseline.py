@@ -26,17 +26,24 @@ from typing import Any
 
 
 def prepare_data(cfg) -> tuple[Any, str]:
-    """Generate the data if missing and the config says how; return (splits, data fingerprint)."""
+    """Generate the data if missing and the config says how; return (splits, data fingerprint).
+    A URI `task.data_dir` is fetched into this node's data cache (`workers.data.node_cache`), never generated."""
     from workers.data import fingerprint, generate_task, load_task
+    from workers.data.node_cache import node_data
+    from workers.objectstore import is_uri
 
-    data_dir = Path(cfg.task.data_dir)
+    if is_uri(str(cfg.task.data_dir)):
+        found = node_data(str(cfg.task.data_dir))
+        data_dir, data_fp = found.path, found.fingerprint
+    else:
+        data_dir, data_fp = Path(cfg.task.data_dir), None
     gen = cfg.task.generate
-    if gen is not None and not (data_dir.is_dir() and any(data_dir.iterdir())):
+    if data_fp is None and gen is not None and not (data_dir.is_dir() and any(data_dir.iterdir())):
         generate_task(cfg.task.name, data_dir, size={"train": gen.train, "val": gen.val, "test": gen.test},
                       seed=gen.seed, options=dict(gen.options))
     splits = load_task(cfg.task.name, data_dir, max_len=cfg.task.max_len, val_fraction=cfg.task.val_fraction,
                        loader=cfg.task.loader, metric=cfg.task.metric)
-    data_fp = fingerprint(data_dir)
+    data_fp = data_fp or fingerprint(data_dir)
     say_truncation_once(splits, data_fp)
     return splits, data_fp
 

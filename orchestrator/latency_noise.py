@@ -11,6 +11,10 @@ from __future__ import annotations
 import math
 
 WITHIN_NOISE = "within noise"
+# a latency node that shares cores with another Ray node (`workers.node_identity.shares_cores`): ledger
+# column latency_shared_cores; `s4op status` and the report say this
+SHARED_CORES_NOTE = ("latency measured on a node sharing CPU cores with another Ray node of the same machine "
+                     "(a local cluster): the figures are noisy, compare them with care")
 
 
 def _finite(x) -> bool:

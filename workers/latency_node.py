@@ -1,7 +1,7 @@
 """The node a latency is measured on: its facts, and whether the cluster has it.
 
 A latency figure is only as meaningful as the machine it was taken on, so each figure records the
-node's hostname, CPU model, architecture, the runtime's version and the Ray node id
+node's hostname, CPU model, architecture, the runtime's version, the Ray node id and IP
 (`node_facts`). A search can ask for its latencies to be measured on a node offering a Ray custom
 resource (`latency.node_resources`, e.g. a Raspberry Pi joined with
 `ray start --address ... --resources '{"edge-rpi4": 1}'`); `missing_node_resources` says, from
@@ -13,7 +13,6 @@ Plain functions over plain data, except `node_facts`, which reads this machine.
 from __future__ import annotations
 
 import platform
-import socket
 from typing import Iterable, Mapping
 
 # Ray's own resources: not what a user names in latency.node_resources, left out of the message
@@ -37,29 +36,24 @@ def cpu_model(cpuinfo: str, fallback: str = "") -> str:
 
 
 def node_facts(runtime: str) -> dict:
-    """{node_hostname, node_cpu, node_arch, node_id, runtime_version} of the machine running this."""
+    """{node_hostname, node_cpu, node_arch, node_id, node_ip, runtime_version} of the machine running this."""
+    from workers.node_identity import this_node
+
     try:
         with open("/proc/cpuinfo") as handle:
             cpuinfo = handle.read()
     except OSError:
         cpuinfo = ""
-    return {"node_hostname": socket.gethostname(), "node_cpu": cpu_model(cpuinfo, platform.processor()),
-            "node_arch": platform.machine(), "node_id": _ray_node_id(), "runtime_version": runtime_version(runtime)}
+    node = this_node()  # the Ray node id and IP (None outside Ray)
+    return {"node_hostname": node["hostname"], "node_cpu": cpu_model(cpuinfo, platform.processor()),
+            "node_arch": platform.machine(), "node_id": node["node_id"], "node_ip": node["node_ip"],
+            "runtime_version": runtime_version(runtime)}
 
 
 def runtime_version(runtime: str) -> str:
     """The version of `runtime` ("torch" or "onnxruntime") as installed here."""
     module = __import__({"torch": "torch", "onnxruntime": "onnxruntime"}[runtime])
     return f"{runtime} {module.__version__}"
-
-
-def _ray_node_id() -> str | None:
-    try:
-        import ray
-
-        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
-    except Exception:  # noqa: BLE001 - outside Ray (tests, in-process measurement) there is no node id
-        return None
 
 
 def missing_node_resources(wanted: Mapping[str, float], offered: Mapping[str, float]) -> str | None:

@@ -10,14 +10,15 @@ nothing per-trial lives in globals (the stage's data, `trial_io.task_splits`, is
 Device: with `resources.gpu` > 0 the trial fine-tunes and evaluates on the GPU Ray assigned to it
 (`workers.device.assigned_device`; one error line naming the node when its torch has no CUDA), in
 `search.finetune.precision`; `train_device` (e.g. `cuda:0 (NVIDIA H100)` or `cpu`) and, on a GPU,
-`gpu_peak_mb` go into the final report.
+`gpu_peak_mb` go into the final report, and so does the node it ran on (`node` = hostname, `node_id`,
+`node_ip`: `workers.node_identity.this_node`). The data is read from the path the driver verified on
+every node, or this node's cache of a URI (`trial_io.task_splits`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 
 from workers import trial_io
@@ -33,6 +34,7 @@ def run_trial(config: dict) -> None:
     from workers.candidate import TrialSample, choose_kept
     from workers.checkpoint import load_checkpoint, save_checkpoint
     from workers.device import assigned_device
+    from workers.node_identity import this_node
     from workers.pruning import compact, count_parameters, kept_channels
     from workers.training import evaluate, fit
 
@@ -108,8 +110,8 @@ def run_trial(config: dict) -> None:
         "final": True, "trial_id": name, "seed": sample.seed, "alloc_base": sample.alloc_base, "lr": sample.lr,
         "val_metric": val_metric, "test_metric": test_metric, "params": int(count_parameters(model)),
         "kept": json.dumps(kept_channels(model)), "epochs_run": int(result.epochs_run), "checkpoint": str(model_dir),
-        "started_at": started_at, "ended_at": trial_io.now(), "node": socket.gethostname(),
-        "train_device": train_device, **proxy,
+        "started_at": started_at, "ended_at": trial_io.now(), "train_device": train_device, **proxy,
+        **{"node" if k == "hostname" else k: v for k, v in this_node().items()},
     }
     if device.startswith("cuda"):
         final["gpu_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20

@@ -116,11 +116,13 @@ def task_splits(ctx):
     runs the stage's next trial on the same splits without reading and parsing the files again.
     Batching copies rows out of the arrays (never writes to them), so sharing them is safe."""
     from workers.data import load_task
+    from workers.data.node_cache import readable_data_dir
 
     key = (ctx.task, ctx.data_dir, ctx.max_len, ctx.val_fraction, ctx.data_fingerprint)
     if key not in _SPLITS:
         _SPLITS.clear()
-        _SPLITS[key] = load_task(ctx.task, ctx.data_dir, max_len=ctx.max_len, val_fraction=ctx.val_fraction,
+        data_dir = readable_data_dir(ctx.data_dir, ctx.data_fingerprint)  # a URI: this node's cached copy
+        _SPLITS[key] = load_task(ctx.task, data_dir, max_len=ctx.max_len, val_fraction=ctx.val_fraction,
                                  loader=ctx.loader, metric=ctx.metric)
     return _SPLITS[key]
 

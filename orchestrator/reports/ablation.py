@@ -96,7 +96,9 @@ def run_ablation(checkpoint: str | os.PathLike, *, data_dir: str | os.PathLike |
     if val_fraction is None:
         val_fraction = cfg.task.val_fraction if cfg is not None else 0.2
     own = {"loader": cfg.task.loader, "metric": cfg.task.metric} if cfg is not None else {}
-    splits = load_task(task, data_dir, max_len=max_len, val_fraction=val_fraction, **own)
+    from workers.data.node_cache import readable_data_dir
+
+    splits = load_task(task, readable_data_dir(data_dir), max_len=max_len, val_fraction=val_fraction, **own)
     table = ablate_layers(model, splits.val, splits.info, batch_size=batch_size)
     out = Path(out_dir) if out_dir is not None else checkpoint / "ablation"
     files = _write_ablation(table, out)

@@ -136,11 +136,12 @@ def token_embedding_params(checkpoint) -> int | None:
 def latency_protocol(search: SearchLedger) -> str | None:
     """The latency protocol line of a search: device, threads, batch and length from its trials, the
     repeats and warm-up from its saved config; None when no trial recorded them."""
-    from orchestrator.latency_noise import latency_protocol_line
+    from orchestrator.latency_noise import SHARED_CORES_NOTE, latency_protocol_line
 
     t = search.trials
     if t.empty or "latency_length" not in t or not t["latency_length"].notna().any():
         return None
+    shared = any(bool(x) for x in (*t["latency_shared_cores"].dropna(), *search.stages["latency_shared_cores"].dropna()))
     row = t[t["latency_length"].notna()].iloc[0]
     repeats = warmup = None
     try:
@@ -153,7 +154,7 @@ def latency_protocol(search: SearchLedger) -> str | None:
         pass
     return latency_protocol_line(device=row["latency_device"], threads=row["latency_threads"],
                                  batch=row["latency_batch"], length=row["latency_length"], repeats=repeats,
-                                 warmup=warmup)
+                                 warmup=warmup) + (f"; {SHARED_CORES_NOTE}" if shared else "")
 
 
 def kept_matrix(search: SearchLedger) -> tuple[list[float], list[list[int]], int | None]:

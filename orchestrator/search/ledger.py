@@ -78,6 +78,10 @@ class TrialRow:
     latency_node_arch: str | None = None
     latency_node_id: str | None = None  # the Ray node id
     latency_proxy_ms: float | None = None  # optuna-pareto: the trial's own short timing (its second objective)
+    node_id: str | None = None  # the Ray node the trial ran on (`node` is its hostname)
+    node_ip: str | None = None
+    latency_node_ip: str | None = None
+    latency_shared_cores: bool | None = None  # the latency node shares cores with another node (noise)
 
     @property
     def kept_channels(self) -> list[list[int]] | None:
@@ -120,6 +124,8 @@ class StageRow:
     latency_node_cpu: str | None = None
     latency_node_arch: str | None = None
     latency_node_id: str | None = None  # the Ray node id
+    latency_node_ip: str | None = None
+    latency_shared_cores: bool | None = None  # the latency node shares cores with another node (noise)
 
     @property
     def kept_channels(self) -> list[list[int]] | None:
@@ -163,7 +169,8 @@ LATENCY_COLUMNS = {
     "latency_length": "length", "latency_device": "device", "latency_runtime": "runtime",
     "latency_runtime_version": "runtime_version", "latency_mode": "mode", "latency_step_p50_ms": "step_p50_ms",
     "latency_step_p90_ms": "step_p90_ms", "latency_node_hostname": "node_hostname", "latency_node_cpu": "node_cpu",
-    "latency_node_arch": "node_arch", "latency_node_id": "node_id",
+    "latency_node_arch": "node_arch", "latency_node_id": "node_id", "latency_node_ip": "node_ip",
+    "latency_shared_cores": "shared_cores",
 }
 
 
@@ -347,11 +354,12 @@ def finished_trial_row(ctx, sample, name: str, result: dict, error: str | None, 
                        stopped: bool = False) -> TrialRow:
     """A trial's row after Tune: completed when its final result came (`result["final"]`), whose
     keys are TrialRow columns; stopped (by the scheduler) with its last epoch and val metric; else
-    failed with `error`."""
+    failed with `error`. A trial without its final result still names its node when it reported an
+    epoch (Tune adds `hostname` and `node_ip` to every result; the Ray node id comes with the final one)."""
     ok = bool(result.get("final"))
     done = {f.name: result[f.name] for f in fields(TrialRow) if f.name in result and f.name not in _NAMED} if ok else {}
     if not ok:
-        done = {"epochs_run": result.get("epoch")}
+        done = {"epochs_run": result.get("epoch"), "node": result.get("hostname"), "node_ip": result.get("node_ip")}
         if stopped:
             done["val_metric"] = result.get("val_metric")
     status = "completed" if ok else ("stopped" if stopped else "failed")

@@ -19,6 +19,7 @@ from orchestrator.search.context import SearchContext
 from orchestrator.search.create import create_search
 from orchestrator.search.folder import SearchFolder
 from orchestrator.search.interrupt import arm, at_stage, interruptible
+from orchestrator.search.nodes import check_data_on_nodes
 from orchestrator.search.rate_stage import run_rate_stage
 from orchestrator.search.ray_runtime import check_trial_resources, start_ray, stop_ray
 from orchestrator.search.stage_latency import check_latency_node
@@ -77,6 +78,8 @@ def run_locked(search_dir: Path, cfg, meta: dict, *, address, view, num_cpus) ->
         ctx.ray = start_ray(address, num_cpus=num_cpus)
         check_trial_resources(cfg.resources)  # GPUs the cluster lacks: one line, exit 2, before stage 0
         check_latency_node(cfg.latency.node_resources)  # no node offers them: one line, exit 2, before stage 0
+        if not ctx.ray.embedded:  # every node reads the same data (embedded: this machine, read above)
+            check_data_on_nodes(str(cfg.task.data_dir), ctx.fingerprint)  # else one line naming the node, exit 2
         arm()  # ray.init replaced the SIGTERM handler
         ctx.view.start()
         at_stage(0, 0.0)

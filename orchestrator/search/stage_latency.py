@@ -9,7 +9,8 @@ Without a running Ray (unit tests, stage 0 before Ray starts) the same function 
 The runtime (PyTorch eager or ONNX Runtime) and mode (sequence, or per streaming step as well) are
 `workers.runtime_latency`'s; with `latency.node_resources` the task goes to the node offering those
 Ray custom resources (a device joined as a latency node) and reserves all of its CPUs; the driver
-checks before the first stage that some node offers them (`check_latency_node`).
+checks before the first stage that some node offers them (`check_latency_node`). Every figure says
+whether its node shares cores with another alive node (`shared_cores`, `orchestrator/search/nodes.py`).
 """
 
 from __future__ import annotations
@@ -90,6 +91,13 @@ def measure_stage(models: Mapping[str, str], examples: Mapping[int, tuple], late
     have finished, so the driver already has the machine to itself and skips a worker start); never
     with latency.node_resources, whose node is elsewhere.
     """
+    from orchestrator.search.nodes import with_shared_cores
+
+    return with_shared_cores(_measure_stage(models, examples, latency, in_process=in_process))
+
+
+def _measure_stage(models: Mapping[str, str], examples: Mapping[int, tuple], latency: Mapping, *,
+                   in_process: bool) -> dict:
     if not models:
         return {}
     wanted = dict(latency.get("node_resources") or {})

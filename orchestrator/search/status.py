@@ -104,7 +104,33 @@ def search_status(search_dir: str | os.PathLike, *, work_dir: str | os.PathLike 
         "disk_bytes": usage["total"] if store is not None else folder_bytes(search_dir),
         "disk": usage,
         "latency_protocol": _protocol(cfg, trials),
+        "nodes": trials_per_node(trials),
+        "latency_shared_cores": any(bool(r.latency_shared_cores) for r in [*stages, *trials]),
     }
+
+
+def trials_per_node(trials) -> list[dict]:
+    """{hostname, ip, node_id, trials, completed, failed, stopped} per node the trials ran on: by Ray
+    node id (the nodes of a local cluster share hostname and IP), else by IP and hostname (a trial
+    without its final result); one that failed before reporting anything counts under hostname None."""
+    nodes: dict[tuple, dict] = {}
+    for t in trials:
+        key = (t.node_id,) if t.node_id else (None, t.node_ip, t.node)
+        entry = nodes.setdefault(key, {"hostname": t.node, "ip": t.node_ip, "node_id": t.node_id,
+                                       "trials": 0, "completed": 0, "failed": 0, "stopped": 0})
+        entry["trials"] += 1
+        if t.status in ("completed", "failed", "stopped"):
+            entry[t.status] += 1
+    return sorted(nodes.values(), key=lambda e: (e["hostname"] is None, str(e["hostname"]), str(e["ip"])))
+
+
+def node_table(nodes: list[dict]) -> str:
+    """The trials-per-node table of `s4op status`."""
+    head = ("node", "ip", "node id", "trials", "completed", "failed", "stopped")
+    rows = [(n["hostname"] or "-", n["ip"] or "-", (n["node_id"] or "-")[:8], *(str(n[k]) for k in head[3:]))
+            for n in nodes]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head, *rows])
 
 
 def _protocol(cfg, trials) -> str:
@@ -135,6 +161,12 @@ def format_status(st: dict) -> str:
         names = [r.metric_name for r in stages if r.metric_name]
         lines.append(summary_table(stages, metric_name=names[0] if names else "metric",
                                    protocol=st.get("latency_protocol")))
+    if st.get("latency_shared_cores"):
+        from orchestrator.latency_noise import SHARED_CORES_NOTE
+
+        lines.append(SHARED_CORES_NOTE)
+    if st.get("nodes"):
+        lines.append("trials per node:\n" + node_table(st["nodes"]))
     if st["in_progress"]:
         p = st["in_progress"]
         lines.append(f"in progress: stage {p['stage']} (rate {p['rate']:g}): {len(p['trials_started'])} trials started, "

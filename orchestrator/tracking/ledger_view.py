@@ -37,7 +37,9 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # MLflo
 LATENCY_PROTOCOL = ("device", "threads", "batch", "length", "repeats", "runtime", "mode", "runtime_version",
                     "node_hostname", "node_cpu", "node_arch")
 LATENCY_WHERE = ("latency_runtime", "latency_runtime_version", "latency_mode", "latency_node_hostname",
-                 "latency_node_cpu", "latency_node_arch")  # how and where a trial's latency was measured
+                 "latency_node_cpu", "latency_node_arch", "latency_node_ip",
+                 "latency_shared_cores")  # how and where a trial's latency was measured
+TRIAL_NODE = ("node", "node_id", "node_ip")  # where the trial ran (hostname, Ray node id, IP)
 
 
 # ---- names ------------------------------------------------------------------------------------------
@@ -212,7 +214,7 @@ def stage_tags(row, facts: dict, best_trial_name: str | None) -> dict:
 def trial_tags(row) -> dict:
     return {"s4op.status": row.status, "s4op.is_best": bool(row.is_best),
             "s4op.error": row.error[:500] if row.error else None,
-            **{f"s4op.{key}": getattr(row, key) for key in LATENCY_WHERE}}
+            **{f"s4op.{key}": getattr(row, key) for key in (*LATENCY_WHERE, *TRIAL_NODE)}}
 
 
 def trial_status(row) -> str:

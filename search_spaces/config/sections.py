@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
@@ -15,6 +16,8 @@ from search_spaces.config.messages import suggest
 
 
 # --- task -------------------------------------------------------------------------------------
+
+DATA_URI = re.compile(r"^(s3|gs|gcs)://[^/?]+", re.IGNORECASE)  # as `workers.objectstore.is_uri` reads them
 
 
 class GenerateSection(_Section):
@@ -33,21 +36,33 @@ class TaskSection(_Section):
     parquet: `data_dir` holds train.parquet, test.parquet (and val.parquet); python: `loader` is
     "package.module:function" (see `workers.data.python_loader`). `metric` overrides the default
     (accuracy single-label, macro_f1 multi-label) for one's own data.
+    `data_dir`: a folder (made absolute against the current directory at load time, so every trial
+    is told the same explicit path) or an object-store URI (`s3://bucket/prefix`, `gs://...`), kept
+    as given and fetched once per node (`workers.data.node_cache`).
     """
 
     name: Literal[TASK_NAMES + OWN_TASK_NAMES]
-    data_dir: Path
+    data_dir: Path | str
     max_len: Optional[Int] = Field(None, ge=1)
     val_fraction: Float = Field(0.2, gt=0.0, lt=1.0)
     generate: Optional[GenerateSection] = None
     loader: Optional[str] = Field(None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
     metric: Optional[Literal["accuracy", "macro_f1"]] = None
 
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _path_or_uri(cls, v: Any) -> Any:
+        if not isinstance(v, (str, os.PathLike)):
+            raise ValueError("{key}=%r must be a path" % (v,))
+        return v if isinstance(v, str) and DATA_URI.match(v) else Path(v)
+
     @field_validator("data_dir", mode="after")
     @classmethod
-    def _absolute(cls, v: Path) -> Path:
+    def _absolute(cls, v: Path | str) -> Path | str:
         if str(v).strip() == "" or "\0" in str(v):
             raise ValueError("{key}=%r must be a folder path" % str(v))
+        if isinstance(v, str) and DATA_URI.match(v):
+            return v.rstrip("/")
         return Path(os.path.abspath(os.path.expanduser(v)))
 
     @model_validator(mode="after")

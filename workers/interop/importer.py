@@ -85,7 +85,10 @@ def import_state_spaces(checkpoint, out, *, prenorm: bool = False, input_kind: s
     if task_config is not None:
         cfg = load_search_config(task_config, overrides)
         t = cfg.task
-        splits = load_task(t.name, t.data_dir, max_len=t.max_len, val_fraction=t.val_fraction,
+        from workers.data.node_cache import readable_data_dir
+
+        data_dir = readable_data_dir(t.data_dir)  # a URI: fetched into this machine's data cache
+        splits = load_task(t.name, data_dir, max_len=t.max_len, val_fraction=t.val_fraction,
                            loader=t.loader, metric=t.metric)
         _fits(model.spec, splits.info, str(path))
         chosen = _score(sd, lay, splits)
@@ -101,7 +104,7 @@ def import_state_spaces(checkpoint, out, *, prenorm: bool = False, input_kind: s
         result["metrics"] = {"val_metric": float(evaluate(model, splits.val, splits.info, batch_size=32)),
                              "test_metric": float(evaluate(model, splits.test, splits.info, batch_size=32)),
                              "metric_name": splits.info.metric}
-        task, data_fp, length = t.name, fingerprint(t.data_dir), int(splits.train.x.shape[1])
+        task, data_fp, length = t.name, fingerprint(data_dir), int(splits.train.x.shape[1])
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     extra = {"state_spaces": lay.to_dict(), "imported_from": str(path.resolve()), "source_sha256": digest}
     if length:
