@@ -8,6 +8,7 @@ trial that had finished).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -35,9 +36,12 @@ def process_started() -> float:
         return float("nan")
 
 
-def injected_fault(stage: int, name: str) -> None:
-    """Fault-injection hook for tests: S4OP_FAIL_TRIALS="<stage>/<trial>,..." makes those trials raise."""
+def injected_fault(stage: int, name: str, where: str = "") -> None:
+    """Fault-injection hook for tests: S4OP_FAIL_TRIALS="<stage>/<trial>,..." makes those trials raise;
+    "<stage>/<trial>:enospc" makes it raise the OSError of a full disk writing into `where`."""
     wanted = {x.strip() for x in os.environ.get("S4OP_FAIL_TRIALS", "").split(",") if x.strip()}
+    if f"{stage}/{name}:enospc" in wanted:
+        raise OSError(errno.ENOSPC, "No space left on device", where)
     if f"{stage}/{name}" in wanted:
         raise RuntimeError(f"injected fault in stage {stage} trial {name} (S4OP_FAIL_TRIALS)")
 
