@@ -37,7 +37,8 @@ def run_trial(config: dict) -> None:
     from workers.training import evaluate, fit
 
     marks["imports"] = time.time()
-    ctx = config["ctx"].with_working_copy()  # a trial restored by a driver with another working copy
+    # a trial restored by a driver with another working copy, or from a moved or copied folder
+    ctx = config["ctx"].with_working_copy().following(trial_io.experiment_dir())
     sample = TrialSample.of(config, ctx)
     torch.set_num_threads(max(1, ctx.cpus_per_trial))
     torch.manual_seed(sample.seed)
