@@ -16,6 +16,7 @@ from dataclasses import asdict
 from orchestrator.search import ledger
 from search_spaces.best_trial import choose_best
 from orchestrator.search.create import now
+from orchestrator.search.interrupt import moment
 from orchestrator.search.stage_record import record_stage, register_stage
 from orchestrator.storage.full import STORAGE_ERRNOS, storage_error_in
 from orchestrator.tracking import publish
@@ -67,6 +68,7 @@ def _copy_best(ctx, k: int, source: str) -> str:
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         shutil.copytree(source, tmp)
+        moment("best-copy")  # a test hook (S4OP_HOLD_AT): copied, not yet in place
     except BaseException as exc:  # disk full, interrupted: no temporary left; shutil.Error -> its first OSError
         shutil.rmtree(tmp, ignore_errors=True)
         failures = exc.args[0] if isinstance(exc, shutil.Error) and exc.args else []
