@@ -62,6 +62,35 @@ def allocate_report(policy: str, rate: float, n_layers: int, channels: int, *, b
     return fn(rate, n_layers, channels, base=base, seed=seed, layer=layer)
 
 
+def unreachable_rate(rates, n_layers: int, channels: int, policy: str = "depth-aware") -> str | None:
+    """Why the first of `rates` that no policy can reach is refused, or None.
+
+    Every layer keeps one channel (all but `layer-wise`), so at most n * (H - 1) of the n * H
+    channels can be pruned; a rate whose target T = round(r * H * n) is beyond that would be
+    clamped, and the ledger would name a rate the model does not have.
+    """
+    if policy == "layer-wise":
+        return None
+    most = n_layers * (channels - 1)
+    for i, rate in enumerate(rates):
+        target = _target(float(rate), n_layers, channels)
+        if target > most:
+            return (f"search.rates[{i}]={float(rate):g} cannot be reached on {n_layers} layers x {channels} "
+                    f"channels: every layer keeps one channel, so at most {most} of {n_layers * channels} "
+                    f"({most / (n_layers * channels):.1%}) can be pruned, and this rate asks for {target}; "
+                    f"use a rate of at most {_highest_rate(n_layers, channels):g}")
+    return None
+
+
+def _highest_rate(n_layers: int, channels: int) -> float:
+    """The highest rate with 3 decimals whose target every-layer-keeps-one allows."""
+    total, most = n_layers * channels, n_layers * (channels - 1)
+    rate = int((most + 0.5) / total * 1000) / 1000  # round(r * total) <= most  <=>  r * total < most + 0.5
+    while _target(rate, n_layers, channels) > most:
+        rate = round(rate - 0.001, 3)
+    return rate
+
+
 def _target(rate: float, n_layers: int, channels: int) -> int:
     """T = round(r * H * n), the channels the rate asks for over all layers."""
     return int(round(rate * channels * n_layers))

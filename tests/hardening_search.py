@@ -95,3 +95,16 @@ def kill_tree(proc: subprocess.Popen, env: dict) -> int:
                 pass
         time.sleep(0.3)
     return extra
+
+
+def selections(search_dir):
+    """What a search selected: (stage, rate, status, best trial, kept, val) per stage, (stage, trial, status,
+    kept, val, best) per trial; equal for an interrupted-and-resumed run and an uninterrupted one."""
+    from orchestrator.search import ledger
+
+    stages = ledger.read_stages(search_dir).sort_values("stage")
+    trials = ledger.read_trials(search_dir).sort_values(["stage", "trial_id"])
+    return ([(int(r.stage), r.rate, r.status, r.best_trial_id, r.kept, round(float(r.val_metric), 9))
+             for r in stages.itertuples()],
+            [(int(r.stage), r.trial_id, r.status, r.kept, round(float(r.val_metric), 9), bool(r.is_best))
+             for r in trials.itertuples()])

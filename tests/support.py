@@ -79,3 +79,20 @@ def subprocess_env(**extra: str) -> dict:
                RAY_AUTH_MODE="disabled")
     env.update(extra)
     return env
+
+
+def trial_context_at(root: str, stage: int = 2, **changes: Any):
+    """A plain stage-`stage` `TrialContext` of a search folder at `root` (paths under it, SQLite store)."""
+    from workers.candidate import TrialContext
+
+    stage_dir = f"{root}/stages/stage-{stage}"
+    return TrialContext(**{
+        "search": "s", "search_dir": root, "search_uri": None, "stage_dir": stage_dir,
+        "trials_dir": f"{stage_dir}/trials", "stage": stage, "rate": 0.5, "algorithm": "grid",
+        "parent_checkpoint": f"{root}/stages/stage-{stage - 1}/best", "parent_sha256": "0",
+        "data_fingerprint": "fp", "task": "listops", "data_dir": "/data/listops", "max_len": None,
+        "val_fraction": 0.2, "loader": None, "metric": None, "allocation_policy": "uniform",
+        "allocation_base": 2.0, "allocation_layer": None, "selection_policy": "random", "selection_score": "hinf",
+        "selection_candidates": 2.0, "bypass": "identity", "epochs": 5, "lr": 1e-3, "weight_decay": 0.0,
+        "patience": 5, "batch_size": 32, "precision": "fp32", "cpus_per_trial": 1, "gpus_per_trial": 0.0,
+        "tracking_uri": f"sqlite:///{root}/mlflow.db", **changes})

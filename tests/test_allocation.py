@@ -142,3 +142,17 @@ def test_depth_aware_differs_from_algorithm1_only_as_documented():
                 assert sum(abs(a - b) for a, b in zip(ours, ref)) <= 4
     assert seen > 0  # the grid does hold such points (n = 6, H = 11, rate 0.56 among them)
     assert depth_aware(37, 6, 11) != algorithm1(37, 6, 11)
+
+
+def test_a_rate_beyond_every_layer_keeping_one_channel_is_named_with_the_highest_reachable():
+    from search_spaces.allocation import allocate_report, unreachable_rate
+
+    assert unreachable_rate([0.1, 0.5, 0.9], 3, 64) is None
+    problem = unreachable_rate([0.5, 0.99], 3, 64)
+    assert problem.startswith("search.rates[1]=0.99 cannot be reached on 3 layers x 64 channels")
+    assert "at most 189 of 192" in problem and "asks for 190" in problem
+    highest = float(problem.rsplit(" ", 1)[1])
+    assert unreachable_rate([highest], 3, 64) is None and unreachable_rate([highest + 0.001], 3, 64) is not None
+    assert not allocate_report("depth-aware", highest, 3, 64).unreachable  # what is allowed is really reached
+    assert allocate_report("depth-aware", 0.99, 3, 64).unreachable  # what is refused would have been clamped
+    assert unreachable_rate([0.99], 3, 64, policy="layer-wise") is None  # the rate is ignored there

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from hardening_search import kill_tree, run, search_env, start, tiny_config
+from hardening_search import kill_tree, run, search_env, selections, start, tiny_config
 
 KILLS = int(os.environ.get("S4OP_CHAOS_ROUNDS", "3"))
 SEED = int(os.environ.get("S4OP_CHAOS_SEED", "20261123"))
@@ -28,17 +28,6 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
 # exit codes of an interrupted driver: our one line (130 / 143); before a search's handlers are
 # installed (creating the folder): Ctrl-C's "aborted" (130) or the default SIGTERM (-15)
 EXPECTED_RC = {signal.SIGINT: {130}, signal.SIGTERM: {143, -signal.SIGTERM}, signal.SIGKILL: {-signal.SIGKILL}}
-
-
-def _selections(search_dir):
-    from orchestrator.search import ledger
-
-    stages = ledger.read_stages(search_dir).sort_values("stage")
-    trials = ledger.read_trials(search_dir).sort_values(["stage", "trial_id"])
-    return ([(int(r.stage), r.rate, r.status, r.best_trial_id, r.kept, round(float(r.val_metric), 9))
-             for r in stages.itertuples()],
-            [(int(r.stage), r.trial_id, r.status, r.kept, round(float(r.val_metric), 9), bool(r.is_best))
-             for r in trials.itertuples()])
 
 
 def _mlflow_keys(search_dir):
@@ -102,7 +91,7 @@ def test_driver_interrupted_at_random_resumes_to_the_same_ledger(tmp_path):
     t0 = time.time()
     assert run(["search", str(cfg), "--storage", str(tmp_path / "ref")], env, log) == 0, log.read_text()[-3000:]
     t_ref = time.time() - t0
-    reference = _selections(tmp_path / "ref" / "chaos")
+    reference = selections(tmp_path / "ref" / "chaos")
 
     rng = random.Random(SEED)
     storage = tmp_path / "killed"
@@ -123,7 +112,7 @@ def test_driver_interrupted_at_random_resumes_to_the_same_ledger(tmp_path):
         try:
             proc.wait(timeout=rng.uniform(0.0, 4.0))
             assert proc.returncode == 0, log.read_text()[-3000:]
-            assert _selections(search_dir) == reference  # finished before the kill: still the same
+            assert selections(search_dir) == reference  # finished before the kill: still the same
             args = None
             continue
         except subprocess.TimeoutExpired:  # still running: the moment to kill it
@@ -149,7 +138,7 @@ def test_driver_interrupted_at_random_resumes_to_the_same_ledger(tmp_path):
                        "line": line if sig != signal.SIGKILL and line not in last else "",
                        "ray_processes_left": extra})
         if rc == 0:  # it finished between the moment chosen and the signal
-            assert _selections(search_dir) == reference
+            assert selections(search_dir) == reference
             args = None
             continue
         assert rc in EXPECTED_RC[sig], record[-1]
@@ -167,7 +156,7 @@ def test_driver_interrupted_at_random_resumes_to_the_same_ledger(tmp_path):
     for r in record:
         if r["signal"] != "SIGKILL" and r["rc"] in (130, 143) and "aborted" not in r["line"]:
             assert r["line"].startswith("s4op: interrupted at stage ") and "s4op resume" in r["line"], r
-    stages, trials = _selections(search_dir)
+    stages, trials = selections(search_dir)
     assert (stages, trials) == reference
     assert len({(t[0], t[1]) for t in trials}) == len(trials) == 2 * 2  # every trial once
     assert not (search_dir / "search.lock").exists()

@@ -32,6 +32,7 @@ def _cases(t: Path):
         (["search", str(t / "missing.yaml")], "missing.yaml"),
         (["search", "cpu-listops-s4d", "--set", "search.rates=[2.0]"], "search.rates"),
         (["search", "cpu-listops-s4d", "--set", "search.seeds=notalist"], "search.seeds"),
+        (["search", "cpu-listops-s4d", "--set", "search.rates=[0.5,0.999]", "--storage", m], "search.rates[1]=0.999"),
         (["search", "cpu-listops-s4d", "--set", "model.bogus=1"], "bogus"),
         (["search", "cpu-listops-s4d", "--unknown-flag"], "--unknown-flag"),
         (["resume", m], m),
@@ -62,7 +63,7 @@ def _cases(t: Path):
     ]
 
 
-N_CASES = 43
+N_CASES = 44
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ seed, allocation base and fine-tuning lr; a value the sampler did not set is the
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,34 @@ class TrialContext:
         moved = {k: v.replace(self.search_dir, here["search_dir"], 1) for k, v in
                  (("stage_dir", self.stage_dir),) if v.startswith(self.search_dir)}
         return replace(self, search_dir=here["search_dir"], tracking_uri=here["tracking_uri"], **moved)
+
+    def following(self, stage_dir_now: str | None) -> "TrialContext":
+        """This context re-based on the search folder Tune restored the stage from.
+
+        Tune restores an interrupted trial with the context it first had, naming the folder of the
+        driver that started it; when the folder was moved or copied since, `stage_dir_now` (the
+        restored experiment's folder, `stages/stage-<k>` of the folder resumed now) differs, and every
+        path of the old folder (and its default SQLite store) moves under the new one: a copy never
+        writes into the original, a moved folder never re-creates the old one. Local folders only
+        (an object-store search follows its working copy, `with_working_copy`).
+        """
+        if self.search_uri is not None or not stage_dir_now:
+            return self
+        now, was = Path(stage_dir_now), Path(self.stage_dir)
+        if now == was or now.parts[-2:] != was.parts[-2:]:
+            return self
+        old_root, new_root = str(was.parent.parent), str(now.parent.parent)
+
+        def moved(value: str | None) -> str | None:
+            if value is None:
+                return None
+            for prefix in (old_root + "/", f"sqlite:///{old_root}/"):
+                if value.startswith(prefix):
+                    return value.replace(old_root, new_root, 1)
+            return new_root if value == old_root else value
+
+        return replace(self, search_dir=moved(self.search_dir), stage_dir=str(now), trials_dir=moved(self.trials_dir),
+                       parent_checkpoint=moved(self.parent_checkpoint), tracking_uri=moved(self.tracking_uri))
 
     def as_dict(self) -> dict:
         return asdict(self)

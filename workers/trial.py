@@ -39,12 +39,13 @@ def run_trial(config: dict) -> None:
     from workers.training import evaluate, fit
 
     marks["imports"] = time.time()
-    ctx = config["ctx"].with_working_copy()  # a trial restored by a driver with another working copy
+    # a trial restored by a driver with another working copy, or from a moved or copied folder
+    ctx = config["ctx"].with_working_copy().following(trial_io.experiment_dir())
     sample = TrialSample.of(config, ctx)
     torch.set_num_threads(max(1, ctx.cpus_per_trial))
     torch.manual_seed(sample.seed)
     name = ctx.trial_name(sample.seed, tune.get_context().get_trial_id())
-    trial_io.injected_fault(ctx.stage, name)
+    trial_io.injected_fault(ctx.stage, name, ctx.trials_dir)
     device, train_device = assigned_device(ctx.gpus_per_trial)  # Ray's GPU share, or cpu
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(device)  # a reused worker: this trial's peak only

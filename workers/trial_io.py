@@ -8,6 +8,7 @@ trial that had finished).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -35,9 +36,23 @@ def process_started() -> float:
         return float("nan")
 
 
-def injected_fault(stage: int, name: str) -> None:
-    """Fault-injection hook for tests: S4OP_FAIL_TRIALS="<stage>/<trial>,..." makes those trials raise."""
+def experiment_dir() -> str | None:
+    """The folder of the Tune experiment this trial runs in (`stages/stage-<k>` of the search
+    folder the driver runs or restored now), through Tune's storage context (a DeveloperAPI)."""
+    from ray import tune
+
+    try:
+        return str(tune.get_context().get_storage().experiment_fs_path)
+    except Exception:  # noqa: BLE001 - outside Tune, or a Ray without it: the context stands as given
+        return None
+
+
+def injected_fault(stage: int, name: str, where: str = "") -> None:
+    """Fault-injection hook for tests: S4OP_FAIL_TRIALS="<stage>/<trial>,..." makes those trials raise;
+    "<stage>/<trial>:enospc" makes it raise the OSError of a full disk writing into `where`."""
     wanted = {x.strip() for x in os.environ.get("S4OP_FAIL_TRIALS", "").split(",") if x.strip()}
+    if f"{stage}/{name}:enospc" in wanted:
+        raise OSError(errno.ENOSPC, "No space left on device", where)
     if f"{stage}/{name}" in wanted:
         raise RuntimeError(f"injected fault in stage {stage} trial {name} (S4OP_FAIL_TRIALS)")
 

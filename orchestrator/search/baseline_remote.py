@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from orchestrator.search.interrupt import moment
+
 
 def train_on_worker(cfg, out_dir: str, state_dir: str, *, tracking_uri, parent_run_id, run_key) -> dict:
     """The task body: device from Ray's assignment, threads from resources.cpu, then train_baseline;
@@ -66,6 +68,7 @@ def train_remote(cfg, out_dir: Path, state_dir: Path, *, tracking_uri, parent_ru
     try:
         ref = task.remote(cfg, str(out_dir), str(state_dir), **kwargs)
         seen = len(epoch_lines(state_dir))
+        moment("baseline")  # a test hook (S4OP_HOLD_AT): the driver waits here while the task trains
         while not ray.wait([ref], timeout=1.0)[0]:
             seen = _report(state_dir, seen, progress)
         _report(state_dir, seen, progress)

@@ -84,3 +84,25 @@ def run_baseline_stage(ctx) -> str:
     ctx.mirror()
     ctx.view.stage_finished(0, row)
     return row.checkpoint
+
+
+def check_rates_reachable(cfg, baseline: str | None = None) -> None:
+    """Refuse (one line, before any trial) a configured rate the baseline's shape cannot reach.
+
+    The shape is the recorded baseline's (`baseline`, once stage 0 ran), else the configured
+    checkpoint's, else `model`'s.
+    """
+    from search_spaces.allocation import unreachable_rate
+    from workers.checkpoint import read_meta
+
+    source = baseline or (str(cfg.baseline.checkpoint) if cfg.baseline.checkpoint is not None else None)
+    if source is not None and (source.startswith(("s3://", "gs://")) or (Path(source) / "model.json").exists()):
+        spec = read_meta(source)["spec"]
+        n_layers, channels = int(spec["n_layers"]), int(spec["d_model"])
+    else:
+        n_layers, channels = cfg.model.n_layers, cfg.model.d_model
+    problem = unreachable_rate(cfg.search.rates, n_layers, channels, cfg.search.allocation.policy)
+    if problem:
+        from search_spaces.errors import ConfigError
+
+        raise ConfigError(problem)

@@ -49,8 +49,10 @@ class SearchContext:
 
     def latency_of(self, models: dict[str, str]) -> dict[str, dict]:
         """{id: latency dict at the first batch size} measured with exclusive use of the device."""
+        from orchestrator.search.interrupt import moment
         from orchestrator.search.stage_latency import latency_examples, measure_stage
 
+        moment("latency")  # a test hook (S4OP_HOLD_AT)
         lat = self.cfg.latency
         examples = latency_examples(self.splits.test.x, self.splits.test.lengths, list(lat.batch_sizes))
         embedded = self.ray is None or (self.ray.started_here and self.ray.embedded)

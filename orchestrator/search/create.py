@@ -32,6 +32,9 @@ def create_search(cfg, *, storage: str | os.PathLike = "s4op-runs", name: str | 
     (recorded with the s4op version and git commit, `provenance.py`).
     """
     name = name or cfg.name
+    from orchestrator.search.baseline_stage import check_rates_reachable
+
+    check_rates_reachable(cfg)  # before anything is written
     if not is_embedded(address):
         start_ray(address)  # the storage check needs the cluster's node count
     from cluster.storage import check_search_storage

@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -170,3 +171,21 @@ def report(exc: SearchInterrupted) -> int:
     """The CLI's one line for an interruption; returns the exit code."""
     print(f"s4op: {exc}", file=sys.stderr)
     return exc.exit_code
+
+
+HOLD_ENV = "S4OP_HOLD_AT"  # a test hook: baseline | latency | best-copy
+_held: set[str] = set()
+
+
+def moment(name: str) -> None:
+    """A named moment of the driver (`baseline` training, `latency` measurement, the `best-copy`).
+
+    With S4OP_HOLD_AT=<name> (a test hook, never set by s4op) the driver says "s4op: hold: <name>" on
+    stderr the first time it gets there and waits S4OP_HOLD_S seconds (default 30), so that a test can
+    interrupt it at exactly that moment; the wait is an ordinary sleep, ended by the signal's handler.
+    """
+    if os.environ.get(HOLD_ENV) != name or name in _held:
+        return
+    _held.add(name)
+    print(f"s4op: hold: {name}", file=sys.stderr, flush=True)
+    time.sleep(float(os.environ.get("S4OP_HOLD_S", "30")))

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from orchestrator.search import ledger
-from orchestrator.search.baseline_stage import run_baseline_stage, verified_stage_checkpoint
+from orchestrator.search.baseline_stage import check_rates_reachable, run_baseline_stage, verified_stage_checkpoint
 from orchestrator.search.context import SearchContext
 from orchestrator.search.create import create_search
 from orchestrator.search.folder import SearchFolder
@@ -75,6 +75,7 @@ def run_locked(search_dir: Path, cfg, meta: dict, *, address, view, num_cpus) ->
         ctx.tracker.set_tags(ctx.search_run_id, {"s4op.data_fingerprint": ctx.fingerprint})
         done = set(ledger.completed_stages(search_dir))
         recorded = {k: verified_stage_checkpoint(search_dir, k) for k in done}  # verified before anything runs
+        check_rates_reachable(cfg, recorded.get(0))  # a rate that would be clamped: one line, exit 2, before stage 0
         ctx.ray = start_ray(address, num_cpus=num_cpus)
         check_trial_resources(cfg.resources)  # GPUs the cluster lacks: one line, exit 2, before stage 0
         check_latency_node(cfg.latency.node_resources)  # no node offers them: one line, exit 2, before stage 0

@@ -16,8 +16,9 @@ from dataclasses import asdict
 from orchestrator.search import ledger
 from search_spaces.best_trial import choose_best
 from orchestrator.search.create import now
+from orchestrator.search.interrupt import moment
 from orchestrator.search.stage_record import record_stage, register_stage
-from orchestrator.storage.full import STORAGE_ERRNOS
+from orchestrator.storage.full import STORAGE_ERRNOS, storage_error_in
 from orchestrator.tracking import publish
 from orchestrator.tracking.tune_callback import flush, prepare
 from search_spaces.errors import SearchStateError
@@ -67,6 +68,7 @@ def _copy_best(ctx, k: int, source: str) -> str:
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         shutil.copytree(source, tmp)
+        moment("best-copy")  # a test hook (S4OP_HOLD_AT): copied, not yet in place
     except BaseException as exc:  # disk full, interrupted: no temporary left; shutil.Error -> its first OSError
         shutil.rmtree(tmp, ignore_errors=True)
         failures = exc.args[0] if isinstance(exc, shutil.Error) and exc.args else []
@@ -98,6 +100,9 @@ def run_rate_stage(ctx, k: int, rate: float, parent: str) -> str:
     if unfinished:  # interrupted or never started: not failures; the stage stays incomplete
         raise SearchStateError(f"stage {k} (rate {rate:g}): trials {', '.join(unfinished)} ended without a result "
                                f"or an error; nothing recorded; continue with `s4op resume {ctx.search_dir}`")
+    full = next((e for e in (storage_error_in(o.error) for o in outcomes) if e is not None), None)
+    if full is not None:  # the storage failed, not the trial: nothing recorded, the stage stays incomplete
+        raise full
     metric_name = ctx.splits.info.metric
     rows = [ledger.finished_trial_row(o.ctx, o.sample, o.name, o.result, o.error, metric_name, o.stopped)
             for o in outcomes]

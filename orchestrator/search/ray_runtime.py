@@ -14,8 +14,10 @@ process (see benchmarks/RESULTS.md, "Tune driven through its public API").
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass
 
@@ -82,11 +84,13 @@ def start_ray(address: str | None, *, num_cpus: int | None = None) -> RayHandle:
     else:
         target = os.environ.get("RAY_ADDRESS") if address == "auto" and os.environ.get("RAY_ADDRESS") else address
         check_reachable(target)
-        try:
-            ray.init(address=address, **common)
-        except Exception as exc:  # noqa: BLE001 - Ray's many connection errors -> one line naming the address
-            _STARTED_HERE = False
-            raise ConfigError(connection_message(target, exc)) from None
+        with native_stderr() as said:
+            try:
+                ray.init(address=address, **common)
+            except Exception as exc:  # noqa: BLE001 - Ray's many connection errors -> one line naming the address
+                _STARTED_HERE = False
+                said.failed = True
+                raise ConfigError(connection_message(target, exc, said.text())) from None
     return RayHandle(True, int(ray.cluster_resources().get("CPU", 1)), is_embedded(address))
 
 
@@ -113,10 +117,49 @@ def check_reachable(address: str | None) -> None:
                           "is up (`s4op cluster local status`, `ray status`) and --address / RAY_ADDRESS") from None
 
 
-def connection_message(address: str | None, exc: Exception) -> str:
-    """One line for a failed `ray.init(address=...)`: the address and what to check."""
+class _Said:
+    """What Ray's C++ core wrote on this process's stderr while connecting (`native_stderr`)."""
+
+    def __init__(self, handle):
+        self.handle, self.failed = handle, False
+
+    def text(self) -> str:
+        self.handle.seek(0)
+        return self.handle.read().decode(errors="replace")
+
+
+@contextlib.contextmanager
+def native_stderr():
+    """While connecting, file descriptor 2 goes to a temporary file: Ray's core logs a warning per
+    retry there (a wrong token: one a second for ~20 s), which no Python logger controls. On success
+    it is written back to stderr as it was; on failure the caller reads it (`connection_message`)."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as handle:
+        said = _Said(handle)
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(handle.fileno(), 2)
+        try:
+            yield said
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if not said.failed:
+                os.write(2, said.text().encode())
+
+
+AUTH_WORDS = ("token", "auth", "unauthenticated", "permission")
+
+
+def connection_message(address: str | None, exc: Exception, core_said: str = "") -> str:
+    """One line for a failed `ray.init(address=...)`: the address and what to check (`core_said`: what
+    Ray's core logged meanwhile, which names an authentication failure when the exception does not)."""
     text = " ".join(str(exc).split())[:200]
-    if any(w in text.lower() for w in ("token", "auth", "unauthenticated", "permission")):
+    if "InvalidAuthToken" in core_said or "Unauthenticated" in core_said:
+        text = f"{text}; the cluster refused this client's token (InvalidAuthToken)"
+    if any(w in text.lower() for w in AUTH_WORDS):
         hint = "check the cluster's token (RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH, RAY_AUTH_MODE) matches this cluster's"
     else:
         hint = "check that the cluster is up (`ray status`) and --address / RAY_ADDRESS"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -40,3 +41,11 @@ def storage_message(exc: OSError, search_dir: str | os.PathLike | None = None) -
     resume = f"; free space, then `s4op resume {search_dir}`" if search_dir else ""
     return (f"{STORAGE_ERRNOS[exc.errno]} writing {path} (device {_mount_of(where)}, {free}); "
             f"the ledger is intact{resume}")
+
+
+def storage_error_in(text: str | None) -> OSError | None:
+    """The storage OSError a trial raised, rebuilt from its error line (`[Errno 28] ...: 'path'`), or None."""
+    match = re.search(r"\[Errno (\d+)\] ([^:']+)(?:: '([^']*)')?", text or "")
+    if match is None or int(match.group(1)) not in STORAGE_ERRNOS:
+        return None
+    return OSError(int(match.group(1)), match.group(2).strip(), match.group(3))

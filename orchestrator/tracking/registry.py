@@ -25,6 +25,7 @@ import mlflow.pyfunc
 import numpy as np
 from mlflow import MlflowClient
 
+from orchestrator.tracking.client import Tracker
 from search_spaces.errors import CheckpointError, ConfigError
 
 ARTIFACT_DIR = "registered-model"
@@ -118,8 +119,9 @@ def _stage_run(tracking_uri: str, search_name: str, stage: int) -> str:
 
 def register_stage_best(tracking_uri: str, search_name: str, stage: int, rate: float,
                         checkpoint_dir: str | os.PathLike, run_id: str | None, *, tags: dict | None = None,
-                        description: str | None = None) -> str:
-    """Register the best checkpoint of `stage` (at `rate`) and alias it `rate-<pct>`; returns the version.
+                        description: str | None = None) -> str | None:
+    """Register the best checkpoint of `stage` (at `rate`) and alias it `rate-<pct>`; returns the version
+    (None when the run's artifacts live outside a moved or copied search folder: nothing is written there).
 
     The pyfunc is logged as artifact `registered-model/stage-<stage>` of run `run_id` (the winning
     trial's run, which MLflow then shows the version on; None: a run found-or-created in the search's
@@ -139,6 +141,8 @@ def register_stage_best(tracking_uri: str, search_name: str, stage: int, rate: f
     version = _existing_version(client, name, stage, sha256)
     if version is None:
         run_id = run_id or _stage_run(tracking_uri, search_name, stage)
+        if not Tracker(tracking_uri).artifacts_stay_beside_store(run_id):  # a moved or copied folder: says so
+            return None
         artifact_path = f"{ARTIFACT_DIR}/stage-{stage}"
         with tempfile.TemporaryDirectory(prefix="s4op-registry-") as tmp:
             local = Path(tmp) / "model"
