@@ -27,18 +27,26 @@ from typing import Any
 
 def prepare_data(cfg) -> tuple[Any, str]:
     """Generate the data if missing and the config says how; return (splits, data fingerprint)."""
-    from workers.data import fingerprint, generate_task, load_task
+    from workers.data import fingerprint, load_task
+
+    data_dir = generate_missing(cfg)
+    splits = load_task(cfg.task.name, data_dir, max_len=cfg.task.max_len, val_fraction=cfg.task.val_fraction,
+                       loader=cfg.task.loader, metric=cfg.task.metric)
+    data_fp = fingerprint(data_dir)
+    say_truncation_once(splits, data_fp)
+    return splits, data_fp
+
+
+def generate_missing(cfg) -> Path:
+    """`task.data_dir`, generated first when it is missing or empty and the config says how."""
+    from workers.data import generate_task
 
     data_dir = Path(cfg.task.data_dir)
     gen = cfg.task.generate
     if gen is not None and not (data_dir.is_dir() and any(data_dir.iterdir())):
         generate_task(cfg.task.name, data_dir, size={"train": gen.train, "val": gen.val, "test": gen.test},
                       seed=gen.seed, options=dict(gen.options))
-    splits = load_task(cfg.task.name, data_dir, max_len=cfg.task.max_len, val_fraction=cfg.task.val_fraction,
-                       loader=cfg.task.loader, metric=cfg.task.metric)
-    data_fp = fingerprint(data_dir)
-    say_truncation_once(splits, data_fp)
-    return splits, data_fp
+    return data_dir
 
 
 _TRUNCATION_SAID: set[tuple[str, int]] = set()  # (data fingerprint, L) already reported in this process
