@@ -92,6 +92,32 @@ def test_a_bad_sweep_file_is_one_line_naming_the_key_exit_2_and_nothing_created(
     assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
 
 
+def test_the_same_sweep_file_continues_its_folder_and_a_changed_one_is_refused(tmp_path):
+    from orchestrator.sweep.create import create_sweep
+    from search_spaces.errors import SearchStateError
+
+    _base(tmp_path)
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({"name": "sw", "base": "base.yaml", "grid": {"search.mode": ["incremental",
+                                                                                                "one-shot"]}}))
+    said = []
+    sweep_dir = create_sweep(path, storage=tmp_path / "runs", log=said.append)
+    meta = json.loads((sweep_dir / "sweep.json").read_text())
+    keys = {s["key"] for s in meta["searches"]}
+    assert len(keys) == 1 and "1 baseline(s) to train" in said[0]
+    config = yaml.safe_load((sweep_dir / "configs" / "sw-one-shot.yaml").read_text())
+    assert config["baseline"]["checkpoint"] == str(sweep_dir / "baselines" / keys.pop() / "model")
+    assert create_sweep(path, storage=tmp_path / "runs", log=said.append) == sweep_dir and "continuing" in said[-1]
+    path.write_text(yaml.safe_dump({"name": "sw", "base": "base.yaml", "grid": {
+        "search.mode": ["incremental", "one-shot"], "search.rates": [[0.1]]}}))
+    with pytest.raises(SearchStateError, match="sw-incremental-0.1"):
+        create_sweep(path, storage=tmp_path / "runs")
+    path.write_text(yaml.safe_dump({"name": "sw", "base": "base.yaml", "set": {"search.seeds": [1]},
+                                    "grid": {"search.mode": ["incremental", "one-shot"]}}))
+    with pytest.raises(SearchStateError, match=r"search sw-incremental .*search.seeds"):
+        create_sweep(path, storage=tmp_path / "runs")
+
+
 # ---- end to end --------------------------------------------------------------------------------------
 
 def _stages_done(search_dir: Path) -> set[int]:
