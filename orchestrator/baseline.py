@@ -28,7 +28,26 @@ from typing import Any
 def prepare_data(cfg) -> tuple[Any, str]:
     """Generate the data if missing and the config says how; return (splits, data fingerprint).
     A URI `task.data_dir` is fetched into this node's data cache (`workers.data.node_cache`), never generated."""
-    from workers.data import fingerprint, generate_task, load_task
+    from workers.data import fingerprint, load_task
+
+    data_dir, data_fp = local_data(cfg)
+    splits = load_task(cfg.task.name, data_dir, max_len=cfg.task.max_len, val_fraction=cfg.task.val_fraction,
+                       loader=cfg.task.loader, metric=cfg.task.metric)
+    data_fp = data_fp or fingerprint(data_dir)
+    say_truncation_once(splits, data_fp)
+    return splits, data_fp
+
+
+def generate_missing(cfg) -> Path:
+    """`task.data_dir` on this node: generated first when it is missing or empty and the config says how
+    (a URI: its copy in this node's data cache)."""
+    return local_data(cfg)[0]
+
+
+def local_data(cfg) -> tuple[Path, str | None]:
+    """(this node's data folder, its fingerprint when already known: a URI's cached copy), generating a
+    missing local folder first when the config says how."""
+    from workers.data import generate_task
     from workers.data.node_cache import node_data
     from workers.objectstore import is_uri
 
@@ -41,11 +60,7 @@ def prepare_data(cfg) -> tuple[Any, str]:
     if data_fp is None and gen is not None and not (data_dir.is_dir() and any(data_dir.iterdir())):
         generate_task(cfg.task.name, data_dir, size={"train": gen.train, "val": gen.val, "test": gen.test},
                       seed=gen.seed, options=dict(gen.options))
-    splits = load_task(cfg.task.name, data_dir, max_len=cfg.task.max_len, val_fraction=cfg.task.val_fraction,
-                       loader=cfg.task.loader, metric=cfg.task.metric)
-    data_fp = data_fp or fingerprint(data_dir)
-    say_truncation_once(splits, data_fp)
-    return splits, data_fp
+    return data_dir, data_fp
 
 
 _TRUNCATION_SAID: set[tuple[str, int]] = set()  # (data fingerprint, L) already reported in this process

@@ -22,7 +22,8 @@ except ImportError:  # pragma: no cover - older typer uses click itself
 from orchestrator.search.interrupt import SearchInterrupted, report
 from search_spaces.errors import S4opError
 
-JOURNEYS = ("data", "train", "bench", "search", "resume", "status", "report", "cluster", "sync", "import_model")
+JOURNEYS = ("data", "train", "bench", "search", "resume", "status", "report", "cluster", "sync", "import_model",
+            "sweep")
 
 _debug_flag = False  # set by --debug for the current invocation only
 

@@ -21,6 +21,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Table II (metric, latency + speedup, params + reduction, seed spread), plots and HTML."""
         from orchestrator.storage.work_copy import open_search
+        from orchestrator.sweep.folder import SweepFolder
+
+        if SweepFolder(search_dir).is_sweep() and not compare:  # a sweep folder: its searches compared
+            from orchestrator.cli.sweep import report as sweep_report
+
+            return sweep_report(Path(search_dir), out)
 
         search_dir = open_search(search_dir, work_dir=work_dir, what="report")[0]
         compare = [open_search(c, work_dir=work_dir, what="report")[0] for c in (compare or [])]

@@ -63,16 +63,31 @@ def train_remote(cfg, out_dir: Path, state_dir: Path, *, tracking_uri, parent_ru
     kwargs = dict(tracking_uri=tracking_uri, parent_run_id=parent_run_id, run_key=run_key)
     if not ray.is_initialized():
         return write_missing(out_dir, train_on_worker(cfg, str(out_dir), str(state_dir), **kwargs))
+    ref = submit(cfg, out_dir, state_dir, **kwargs)
+    seen = len(epoch_lines(state_dir))
+    moment("baseline")  # a test hook (S4OP_HOLD_AT): the driver waits here while the task trains
+    while not ray.wait([ref], timeout=1.0)[0]:
+        seen = _report(state_dir, seen, progress)
+    _report(state_dir, seen, progress)
+    return collect(ref, out_dir)
+
+
+def submit(cfg, out_dir: Path, state_dir: Path, *, tracking_uri, parent_run_id, run_key):
+    """Start the baseline's Ray task (trial resources); its ObjectRef, for `collect`."""
+    import ray
+
     task = ray.remote(num_cpus=float(cfg.resources.cpu), num_gpus=float(cfg.resources.gpu),
                       max_retries=1)(train_on_worker)  # a lost worker's retry resumes from the last epoch
+    return task.remote(cfg, str(out_dir), str(state_dir), tracking_uri=tracking_uri, parent_run_id=parent_run_id,
+                       run_key=run_key)
+
+
+def collect(ref, out_dir: Path) -> Path:
+    """The checkpoint of a finished `submit` task, written into `out_dir`; its one-line errors re-raised."""
+    import ray
+
     try:
-        ref = task.remote(cfg, str(out_dir), str(state_dir), **kwargs)
-        seen = len(epoch_lines(state_dir))
-        moment("baseline")  # a test hook (S4OP_HOLD_AT): the driver waits here while the task trains
-        while not ray.wait([ref], timeout=1.0)[0]:
-            seen = _report(state_dir, seen, progress)
-        _report(state_dir, seen, progress)
-        return write_missing(out_dir, ray.get(ref))
+        return write_missing(Path(out_dir), ray.get(ref))
     except ray.exceptions.RayTaskError as exc:  # our one-line errors come back as themselves
         from search_spaces.errors import S4opError
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from orchestrator.search import ledger
 from orchestrator.search.create import now
 from orchestrator.search.stage_record import record_stage, register_stage
-from orchestrator.tracking import publish
+from orchestrator.tracking import ledger_view, publish
 from orchestrator.tracking.client import run_key
 from search_spaces.errors import CheckpointError, SearchStateError
 
@@ -50,7 +50,18 @@ def _baseline_checkpoint(ctx, stage_run: str | None) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(source, tmp)
         os.replace(tmp, target)
+    _record_source(ctx, source)
     return target
+
+
+def _record_source(ctx, source: Path) -> None:
+    """Provenance of a baseline the search did not train: search.json facts and the search run's tags."""
+    from workers.checkpoint import checkpoint_sha256, read_meta
+
+    run_id = (read_meta(source).get("extra") or {}).get("mlflow_run_id")
+    facts = {"checkpoint": str(source), "sha256": checkpoint_sha256(source), "mlflow_run_id": run_id}
+    ctx.facts.update(ctx.folder.record_facts(baseline_source=facts))
+    ctx.tracker.set_tags(ctx.search_run_id, ledger_view.baseline_source_tags(ctx.facts))
 
 
 def run_baseline_stage(ctx) -> str:

@@ -202,7 +202,16 @@ def trial_step(row) -> int:
 def search_tags(search_dir: str, facts: dict, meta: dict) -> dict:
     """The search run's tags: kind, folder, provenance (s4op version, git commit) and data fingerprint."""
     return {**kind_tags("search"), "s4op.search_dir": search_dir, "s4op.version": meta.get("s4op_version"),
-            "mlflow.source.git.commit": meta.get("git_commit"), "s4op.data_fingerprint": facts.get("data_fingerprint")}
+            "mlflow.source.git.commit": meta.get("git_commit"), "s4op.data_fingerprint": facts.get("data_fingerprint"),
+            **baseline_source_tags(facts)}
+
+
+def baseline_source_tags(facts: dict) -> dict:
+    """Where stage 0's baseline came from when the search did not train it (`baseline.checkpoint`, e.g. a
+    sweep's shared baseline): the folder, its sha256 and the MLflow run that trained it."""
+    source = facts.get("baseline_source") or {}
+    return {"s4op.baseline_source": source.get("checkpoint"), "s4op.baseline_sha256": source.get("sha256"),
+            "s4op.baseline_run": source.get("mlflow_run_id")}
 
 
 def stage_tags(row, facts: dict, best_trial_name: str | None) -> dict:
