@@ -40,7 +40,7 @@ def run_trial(config: dict) -> None:
 
     marks["imports"] = time.time()
     # a trial restored by a driver with another working copy, or from a moved or copied folder
-    ctx = config["ctx"].with_working_copy().following(trial_io.experiment_dir())
+    ctx = config["ctx"].with_working_copy().following(experiment_dir())
     sample = TrialSample.of(config, ctx)
     torch.set_num_threads(max(1, ctx.cpus_per_trial))
     torch.manual_seed(sample.seed)
@@ -121,3 +121,14 @@ def run_trial(config: dict) -> None:
                                    "pid": os.getpid()})
     with trial_io.final_checkpoint(final) as folder:
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def experiment_dir() -> str | None:
+    """The folder of the Tune experiment this trial runs in (`stages/stage-<k>` of the search
+    folder the driver runs or restored now), through Tune's storage context (a DeveloperAPI)."""
+    from ray import tune
+
+    try:
+        return str(tune.get_context().get_storage().experiment_fs_path)
+    except Exception:  # noqa: BLE001 - outside Tune, or a Ray without it: the context stands as given
+        return None

@@ -36,17 +36,6 @@ def process_started() -> float:
         return float("nan")
 
 
-def experiment_dir() -> str | None:
-    """The folder of the Tune experiment this trial runs in (`stages/stage-<k>` of the search
-    folder the driver runs or restored now), through Tune's storage context (a DeveloperAPI)."""
-    from ray import tune
-
-    try:
-        return str(tune.get_context().get_storage().experiment_fs_path)
-    except Exception:  # noqa: BLE001 - outside Tune, or a Ray without it: the context stands as given
-        return None
-
-
 def injected_fault(stage: int, name: str, where: str = "") -> None:
     """Fault-injection hook for tests: S4OP_FAIL_TRIALS="<stage>/<trial>,..." makes those trials raise;
     "<stage>/<trial>:enospc" makes it raise the OSError of a full disk writing into `where`."""
