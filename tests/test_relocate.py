@@ -4,6 +4,7 @@ old folder or writes into the original's."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pyarrow as pa
@@ -19,7 +20,7 @@ def _old_style_folder(root):
     folder = SearchFolder(root)
     (root / "baseline").mkdir(parents=True)
     (root / "baseline" / "model.json").write_text("{}")
-    folder.write_meta({"name": "s", "tracking_uri": default_tracking_uri(root), "experiment": "s"})
+    folder.meta_path.write_text(json.dumps({"name": "s", "tracking_uri": default_tracking_uri(root), "experiment": "s"}))
     row = {f: None for f in ledger.STAGE_SCHEMA.names} | {"search": "s", "stage": 0, "rate": 0.0,
                                                          "status": "completed", "checkpoint": str(root / "baseline")}
     ledger.ledger_dir(root).mkdir()
@@ -73,3 +74,17 @@ def test_a_copy_says_so_and_uses_its_own_store_and_files(tmp_path, capsys):
     assert tracker.log_artifact(run, copy / "baseline" / "model.json") is False  # its artifacts would land in orig
     assert (original / "mlflow.db").read_bytes() == before
     assert not any((original / "mlartifacts").rglob("model.json"))
+
+
+def test_search_json_names_the_folders_own_store_relative_to_it(tmp_path):
+    root = tmp_path / "a"
+    root.mkdir()
+    folder = SearchFolder(root)
+    folder.write_meta({"name": "s", "tracking_uri": default_tracking_uri(root), "experiment": "s"})
+    assert json.loads(folder.meta_path.read_text())["tracking_uri"] == "folder:mlflow.db"
+    assert read_meta(root)["tracking_uri"] == default_tracking_uri(root)
+    shutil.move(root, tmp_path / "b")
+    assert read_meta(tmp_path / "b")["tracking_uri"] == default_tracking_uri(tmp_path / "b")
+    other = {"name": "s", "tracking_uri": "http://127.0.0.1:5000", "experiment": "s"}
+    SearchFolder(tmp_path / "b").write_meta(other)  # a server, or another folder's store: as given
+    assert read_meta(tmp_path / "b")["tracking_uri"] == "http://127.0.0.1:5000"

@@ -107,7 +107,9 @@ class SearchFolder:
         return localise_tracking(meta, self.root)
 
     def write_meta(self, meta: dict) -> None:
-        write_text_atomic(self.meta_path, json.dumps(meta, indent=1))
+        from orchestrator.search.relocate import stored_tracking
+
+        write_text_atomic(self.meta_path, json.dumps(stored_tracking(meta, self.root), indent=1))
 
     def record_facts(self, **facts) -> dict:
         """Add facts learned while running (`facts` of search.json); returns them all."""

@@ -5,7 +5,8 @@
   older search folder (absolute, naming where the folder was) is re-based by the folder's own layout
   (`baseline`, `stages/...`) when it no longer exists where it says, or when it names another search
   folder's file (a copy never reads or writes the original's files).
-- search.json's default tracking store (`sqlite:///<old folder>/mlflow.db`) is this folder's
+- search.json names the folder's own store `folder:mlflow.db` (read as `sqlite:///<folder>/mlflow.db`);
+  an older search.json's absolute default store (`sqlite:///<old folder>/mlflow.db`) is this folder's
   `mlflow.db`: a moved folder keeps its runs, a copied one uses its own copy of the store (and says
   so once), so nothing ever writes into the original's store nor creates the old folder again.
 Pure path logic; nothing is written here.
@@ -67,9 +68,23 @@ def sqlite_folder(uri: str) -> Path | None:
     return Path(uri[len(prefix):]).parent
 
 
+FOLDER_STORE = "folder:mlflow.db"  # search.json's name for the folder's own store, `<folder>/mlflow.db`
+
+
+def stored_tracking(meta: dict, root: str | os.PathLike) -> dict:
+    """search.json as written: the folder's own SQLite store named relative to it (`FOLDER_STORE`)."""
+    uri = meta.get("tracking_uri")
+    folder = sqlite_folder(uri) if isinstance(uri, str) else None
+    if folder is not None and folder.resolve() == Path(root).resolve():
+        return {**meta, "tracking_uri": FOLDER_STORE}
+    return meta
+
+
 def localise_tracking(meta: dict, root: str | os.PathLike) -> dict:
     """search.json as seen from `root`: its default sqlite store moved with the folder."""
     uri = meta.get("tracking_uri")
+    if uri == FOLDER_STORE:
+        return {**meta, "tracking_uri": f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"}
     old = sqlite_folder(uri) if isinstance(uri, str) else None
     root = Path(root).resolve()
     if old is None or old == root or not (root / "mlflow.db").exists():
