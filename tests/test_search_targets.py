@@ -41,17 +41,24 @@ def test_asha_stops_seeds_that_fall_behind_and_resume_keeps_them_stopped(tmp_pat
 
     # a driver killed after stage 2's trials ended, before its ledger rows: resume reads Tune's state,
     # runs no trial again, and the stopped seeds stay stopped
-    before = len(starts(search_dir, 2))
-    stages = [s for s in ledger.stage_rows(search_dir) if s.stage != 2]
+    assert_resume_keeps_stopped(search_dir, 2, {t.trial_id for t in stopped if t.stage == 2}, tmp_path)
+    after = {(t.stage, t.trial_id): t.status for t in ledger.trial_rows(search_dir)}
+    assert all(after[(t.stage, t.trial_id)] == "stopped" for t in stopped)
+
+
+def assert_resume_keeps_stopped(search_dir, stage: int, stopped: set, tmp_path) -> None:
+    """Drop `stage`'s ledger row as a driver killed after its trials ended would; `s4op resume` then
+    runs no trial of it again, completes it, and its `stopped` trials stay stopped."""
+    before = len(starts(search_dir, stage))
+    stages = [s for s in ledger.stage_rows(search_dir) if s.stage != stage]
     ledger.stages_path(search_dir).unlink()
     for s in stages:
         ledger.write_stage(search_dir, s)
     again = s4op("resume", search_dir, cwd=tmp_path)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert len(starts(search_dir, 2)) == before
-    after = {(t.stage, t.trial_id): t.status for t in ledger.trial_rows(search_dir)}
-    assert all(after[(t.stage, t.trial_id)] == "stopped" for t in stopped)
-    assert 2 in ledger.completed_stages(search_dir)
+    assert len(starts(search_dir, stage)) == before
+    after = {t.trial_id: t.status for t in ledger.trial_rows(search_dir) if t.stage == stage}
+    assert all(after[t] == "stopped" for t in stopped) and stage in ledger.completed_stages(search_dir)
 
 
 def test_max_drop_target_narrows_between_the_last_good_rate_and_the_first_bad_one(tmp_path):
@@ -106,14 +113,4 @@ def test_halving_waits_for_every_seed_at_a_rung_then_keeps_the_best_half(tmp_pat
     assert any(r["resumed"] and r["from_epoch"] == 1 for r in starts(search_dir, 1)), starts(search_dir, 1)
     assert next(s for s in ledger.stage_rows(search_dir) if s.stage == 1).n_failed == 0
     # resume after the stage's trials ended but before its ledger rows: nothing re-runs, stopped stays stopped
-    before = len(starts(search_dir, 1))
-    stopped = {t.trial_id for t in rows if t.status == "stopped"}
-    stages = [s for s in ledger.stage_rows(search_dir) if s.stage != 1]
-    ledger.stages_path(search_dir).unlink()
-    for s in stages:
-        ledger.write_stage(search_dir, s)
-    again = s4op("resume", search_dir, cwd=tmp_path)
-    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert len(starts(search_dir, 1)) == before
-    after = {t.trial_id: t.status for t in ledger.trial_rows(search_dir) if t.stage == 1}
-    assert all(after[t] == "stopped" for t in stopped) and 1 in ledger.completed_stages(search_dir)
+    assert_resume_keeps_stopped(search_dir, 1, {t.trial_id for t in rows if t.status == "stopped"}, tmp_path)
