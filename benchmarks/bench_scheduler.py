@@ -1,8 +1,9 @@
-"""Seed early stopping: the same stages with S seeds x E fine-tune epochs, grid vs ASHA, one baseline.
+"""Seed early stopping: the same stages with S seeds x E fine-tune epochs, grid vs schedulers, one baseline.
 
-One dense baseline is trained once (`s4op train`); then two searches over the same rates start from
-it, in one run: `search.scheduler.kind: none` (grid: every seed runs every epoch) and `asha`
-(Tune's ASHA, `--grace` epochs, reduction `--reduction`). Each search is a `s4op search` child
+One dense baseline is trained once (`s4op train`); then searches over the same rates start from
+it, in one run: `search.scheduler.kind: none` (grid: every seed runs every epoch) and each of
+`--schedulers` (`halving`: synchronous successive halving; `asha`: Tune's ASHA; `--grace` epochs,
+reduction `--reduction`). Each search is a `s4op search` child
 process; its CPU seconds are those of the child and every process below it (driver, Ray, trial
 workers), sampled every 0.25 s with psutil (the last sample of each process counts). Printed per
 search: total trial-epochs (ledger `epochs_run`, a stopped seed's last epoch), CPU seconds, wall
@@ -10,7 +11,7 @@ time; per rate: the selected model's val and test metric, and for the grid the s
 (std and range of the completed seeds' val metric). Fine-tune patience is set above E, so the
 grid runs every epoch.
 
-    .venv/bin/python benchmarks/bench_scheduler.py --seeds 5 --epochs 5 --rates 0.3 0.6
+    .venv/bin/python benchmarks/bench_scheduler.py --seeds 5 --epochs 5 --rates 0.3 0.6 [--schedulers halving asha]
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ def main() -> None:
     ap.add_argument("--grace", type=int, default=1)
     ap.add_argument("--reduction", type=float, default=2.0)
     ap.add_argument("--train", type=int, default=800)
+    ap.add_argument("--schedulers", nargs="+", choices=["halving", "asha"], default=["halving"])
     ap.add_argument("--out", type=Path, default=None, help="keep the searches here (default: a temp folder)")
     a = ap.parse_args()
     work = a.out or Path(tempfile.mkdtemp(prefix="s4op-bench-sched-"))
@@ -135,38 +137,39 @@ def main() -> None:
     run_measured(["train", base_cfg, "--out", baseline], work)
     print(f"baseline trained in {time.time() - t0:.0f} s: {baseline}", flush=True)
     results = {}
-    for kind in ("none", "asha"):
-        name = "grid" if kind == "none" else "asha"
+    for kind in ("none", *a.schedulers):
+        name = "grid" if kind == "none" else kind
         cfg = work / f"{name}.yaml"
         cfg.write_text(config_text(data, baseline, name=name, scheduler=kind, **common))
         m = run_measured(["search", cfg, "--storage", work / "runs"], work)
         results[name] = {"wall_s": m["wall_s"], "cpu_s": m["cpu_s"], **summarise(work / "runs" / name)}
         print(f"{name}: {json.dumps({k: v for k, v in results[name].items()}, default=str)}", flush=True)
-    g, s = results["grid"], results["asha"]
+    g = results["grid"]
     rates = list(g["per_rate"])
-    diffs = [100 * (s["per_rate"][r]["val"] - g["per_rate"][r]["val"]) for r in rates if r in s["per_rate"]]
-    test_diffs = [100 * (s["per_rate"][r]["test"] - g["per_rate"][r]["test"]) for r in rates if r in s["per_rate"]]
     print()
     print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; "
-          f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}")
-    print(f"{a.seeds} seeds x {a.epochs} epochs, rates {a.rates}, ASHA grace {a.grace} reduction {a.reduction:g}, "
+          f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}; load average {os.getloadavg()}")
+    print(f"{a.seeds} seeds x {a.epochs} epochs, rates {a.rates}, grace {a.grace} reduction {a.reduction:g}, "
           f"2 concurrent trials, incremental")
-    print(f"{'':6} {'trial-epochs':>12} {'CPU s':>8} {'wall s':>8}")
-    for name in ("grid", "asha"):
-        r = results[name]
-        print(f"{name:6} {r['trial_epochs']:>12} {r['cpu_s']:>8.1f} {r['wall_s']:>8.1f}")
-    print(f"asha/grid: trial-epochs {s['trial_epochs'] / g['trial_epochs']:.2f}x, CPU {s['cpu_s'] / g['cpu_s']:.2f}x, "
-          f"wall {s['wall_s'] / g['wall_s']:.2f}x")
-    print(f"{'rate':>5} {'grid val':>9} {'asha val':>9} {'grid test':>10} {'asha test':>10} {'seed std (pts)':>15} "
-          f"{'seed range (pts)':>17} {'asha stopped':>13}")
-    for r in rates:
-        gr, sr = g["per_rate"][r], s["per_rate"].get(r, {})
-        std = gr["seed_std"]
-        print(f"{r:>5} {gr['val']:>9.4f} {sr.get('val', float('nan')):>9.4f} {gr['test']:>10.4f} "
-              f"{sr.get('test', float('nan')):>10.4f} {'-' if std is None else f'{100 * std:.2f}':>15} "
-              f"{100 * gr['seed_range']:>17.2f} {sr.get('stopped', 0):>13}")
-    print(f"selected val, asha - grid: mean {statistics.fmean(diffs):+.2f} points (per rate "
-          f"{', '.join(f'{d:+.2f}' for d in diffs)}); test: mean {statistics.fmean(test_diffs):+.2f} points")
+    print(f"{'':8} {'trial-epochs':>12} {'CPU s':>8} {'wall s':>8}")
+    for name, r in results.items():
+        print(f"{name:8} {r['trial_epochs']:>12} {r['cpu_s']:>8.1f} {r['wall_s']:>8.1f}")
+    for name in a.schedulers:
+        s = results[name]
+        diffs = [100 * (s["per_rate"][r]["val"] - g["per_rate"][r]["val"]) for r in rates if r in s["per_rate"]]
+        test_diffs = [100 * (s["per_rate"][r]["test"] - g["per_rate"][r]["test"]) for r in rates if r in s["per_rate"]]
+        print(f"\n{name}/grid: trial-epochs {s['trial_epochs'] / g['trial_epochs']:.2f}x, "
+              f"CPU {s['cpu_s'] / g['cpu_s']:.2f}x, wall {s['wall_s'] / g['wall_s']:.2f}x")
+        print(f"{'rate':>5} {'grid val':>9} {name + ' val':>12} {'grid test':>10} {name + ' test':>13} "
+              f"{'seed std (pts)':>15} {'seed range (pts)':>17} {'stopped':>8}")
+        for r in rates:
+            gr, sr = g["per_rate"][r], s["per_rate"].get(r, {})
+            std = gr["seed_std"]
+            print(f"{r:>5} {gr['val']:>9.4f} {sr.get('val', float('nan')):>12.4f} {gr['test']:>10.4f} "
+                  f"{sr.get('test', float('nan')):>13.4f} {'-' if std is None else f'{100 * std:.2f}':>15} "
+                  f"{100 * gr['seed_range']:>17.2f} {sr.get('stopped', 0):>8}")
+        print(f"selected val, {name} - grid: mean {statistics.fmean(diffs):+.2f} points (per rate "
+              f"{', '.join(f'{d:+.2f}' for d in diffs)}); test: mean {statistics.fmean(test_diffs):+.2f} points")
     print(f"searches kept in {work}")
 
 

@@ -46,7 +46,7 @@ def test_scan_form_equals_the_fft_convolution(L, disc, init, bypass):
     u = torch.randn(2, 8, L)  # (B H L)
     x = ex.example_input(model, 2, L)
     with torch.no_grad():
-        for block in model.blocks:  # several chunks, a partial last chunk, and the doubling scan
+        for block in model.blocks:  # several chunks, a partial last chunk, and the state steps between them
             torch.testing.assert_close(ex.ScanSSMConv(block.conv, L, T=16)(u), block.conv(u), atol=1e-4, rtol=1e-4)
         np.testing.assert_allclose(ex.deployable(model, L, "scan")(x).numpy(), model(x).numpy(), atol=1e-5)
 
@@ -113,6 +113,22 @@ def test_safetensors_export_rebuilds_from_the_file_alone(tmp_path):
     save_file({"a": torch.zeros(1)}, str(tmp_path / "bare.safetensors"))
     with pytest.raises(ConfigError, match="s4op metadata"):
         ex.load_safetensors_export(tmp_path / "bare.safetensors")
+
+
+@pytest.mark.parametrize("bypass,prenorm", [("identity", False), ("zero", False), ("identity", True)])
+def test_scan_form_at_batch_1_is_the_model_in_the_ops_onnx_runtime_runs_fast(tmp_path, bypass, prenorm):
+    # ONNX Runtime's cost (benchmarks/RESULTS.md, issue 18): per-mode multipliers broadcast over chunks, Pad
+    # when L is a multiple of the chunk, the GLU's Split; at batch 1 the mixing is two Gemms per block
+    model = _model(bypass=bypass, prenorm=prenorm)
+    module = ex.deployable(model, 64, "scan")
+    x = ex.example_input(model, 1, 64)  # (1 L)
+    with torch.no_grad():
+        np.testing.assert_allclose(module(x).numpy(), model(x).numpy(), atol=1e-5)
+    path = ex.write_export(module, (x,), "onnx", tmp_path / "m.onnx", {})
+    ops = [node.op_type for node in onnx.load(str(path)).graph.node]
+    assert "Split" not in ops and "Pad" not in ops and "DFT" not in ops
+    assert ops.count("Gemm") == 2 * len(model.blocks) + 1  # GLU halves per block, decoder
+    assert ex.max_abs_diff(path, "onnx", model, module, (x,)) <= 1e-4
 
 
 @pytest.mark.parametrize("form", ["fft", "scan"])

@@ -41,17 +41,24 @@ def test_asha_stops_seeds_that_fall_behind_and_resume_keeps_them_stopped(tmp_pat
 
     # a driver killed after stage 2's trials ended, before its ledger rows: resume reads Tune's state,
     # runs no trial again, and the stopped seeds stay stopped
-    before = len(starts(search_dir, 2))
-    stages = [s for s in ledger.stage_rows(search_dir) if s.stage != 2]
+    assert_resume_keeps_stopped(search_dir, 2, {t.trial_id for t in stopped if t.stage == 2}, tmp_path)
+    after = {(t.stage, t.trial_id): t.status for t in ledger.trial_rows(search_dir)}
+    assert all(after[(t.stage, t.trial_id)] == "stopped" for t in stopped)
+
+
+def assert_resume_keeps_stopped(search_dir, stage: int, stopped: set, tmp_path) -> None:
+    """Drop `stage`'s ledger row as a driver killed after its trials ended would; `s4op resume` then
+    runs no trial of it again, completes it, and its `stopped` trials stay stopped."""
+    before = len(starts(search_dir, stage))
+    stages = [s for s in ledger.stage_rows(search_dir) if s.stage != stage]
     ledger.stages_path(search_dir).unlink()
     for s in stages:
         ledger.write_stage(search_dir, s)
     again = s4op("resume", search_dir, cwd=tmp_path)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert len(starts(search_dir, 2)) == before
-    after = {(t.stage, t.trial_id): t.status for t in ledger.trial_rows(search_dir)}
-    assert all(after[(t.stage, t.trial_id)] == "stopped" for t in stopped)
-    assert 2 in ledger.completed_stages(search_dir)
+    assert len(starts(search_dir, stage)) == before
+    after = {t.trial_id: t.status for t in ledger.trial_rows(search_dir) if t.stage == stage}
+    assert all(after[t] == "stopped" for t in stopped) and stage in ledger.completed_stages(search_dir)
 
 
 def test_max_drop_target_narrows_between_the_last_good_rate_and_the_first_bad_one(tmp_path):
@@ -83,3 +90,27 @@ def test_max_drop_target_narrows_between_the_last_good_rate_and_the_first_bad_on
     # resume of the finished search runs nothing again
     again = s4op("resume", search_dir, cwd=tmp_path)
     assert again.returncode == 0 and "stage 4" in again.stdout and len(starts(search_dir, 4)) == 1
+
+
+def test_halving_waits_for_every_seed_at_a_rung_then_keeps_the_best_half(tmp_path):
+    # 4 seeds, 3 epochs, 2 running at once: all 4 reach epoch 1 (the first two wait there, paused),
+    # the best 2 go on to epoch 2, the best of those to the end: 4 + 2 + 1 = 7 trial-epochs of 12
+    cfg = tiny_config(tmp_path, tmp_path / "data", rates=(0.5,), seeds=(7, 42, 123, 2024), epochs=3,
+                      search={"scheduler": {"kind": "halving", "grace_epochs": 1, "reduction": 2},
+                              "finetune": {"epochs": 3, "patience": 4}},
+                      resources={"max_concurrent": 2})
+    done = s4op("search", cfg, "--storage", tmp_path / "runs", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    search_dir = tmp_path / "runs" / "tiny"
+    rows = [t for t in ledger.trial_rows(search_dir) if t.stage == 1]
+    by_status = {s: sorted(t.epochs_run for t in rows if t.status == s) for s in ("completed", "stopped")}
+    assert by_status == {"completed": [3], "stopped": [1, 1, 2]}, [(t.trial_id, t.status, t.epochs_run) for t in rows]
+    best = next(t for t in rows if t.is_best)
+    assert best.status == "completed" and best.epochs_run == 3
+    assert all(t.status == "stopped" and t.val_metric is not None and not t.is_best for t in rows if t.epochs_run < 3)
+    assert {r["seed"] for r in starts(search_dir, 1)} == {7, 42, 123, 2024}
+    # of the two kept at epoch 1 at most one reported last: the other waited (paused) and ran on from its checkpoint
+    assert any(r["resumed"] and r["from_epoch"] == 1 for r in starts(search_dir, 1)), starts(search_dir, 1)
+    assert next(s for s in ledger.stage_rows(search_dir) if s.stage == 1).n_failed == 0
+    # resume after the stage's trials ended but before its ledger rows: nothing re-runs, stopped stays stopped
+    assert_resume_keeps_stopped(search_dir, 1, {t.trial_id for t in rows if t.status == "stopped"}, tmp_path)

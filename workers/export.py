@@ -75,13 +75,18 @@ class ScanSSMConv(nn.Module):
 
     With chunks of T steps (C = ceil(L/T) chunks, u zero-padded on the right), a = dA, and the
     kernel K[l] = Re(sum_n dC_n dB_n a_n^l), for t = cT + j:
-      y[t] = sum_{i<=j} K[j-i] u[cT+i]                  intra-chunk: U (C T) @ W (T T), W[i,j] = K[j-i]
-           + Re(sum_n dC_n a_n^(j+1) x_c,n)             carry: X (C N/2) @ Q (N/2 T), Q[n,j] = dC_n a_n^(j+1)
+      y[t] = sum_{i<=j} W[i,j] u[cT+i]                  intra-chunk: U (C T) @ W (T T), W[i,j] = K[j-i] (+ D on i = j)
+           + Re(sum_n dC_n a_n^(j+1) x_c,n)             carry: X (C N) @ Q (N T), Q[n,j] = dC_n a_n^(j+1)
     where x_c is the state after chunk c-1: e_c = U_c @ P, P[i,n] = a_n^(T-1-i) dB_n (chunk-local end
-    states), and x_c = sum_{c'<c} (a^T)^(c-1-c') e_c' by a log2(C)-step doubling scan. Cost per
-    channel ~ L (T + 4 N/2) real multiply-adds, against ~ 2 FFTs of 2L for the FFT form; all
-    constants are precomputed in float64 and stored as float32 real/imag buffers. Unidirectional
-    S4D only (the kernel must have `discrete()`).
+    states), and x_c = a^T x_{c-1} + e_{c-1}, x_0 = 0, one step per chunk on (B H_kept N/2) complex
+    states held as [real | imaginary] halves (N columns). Cost per channel
+    ~ L (T + 2N) real multiply-adds in three batched matmuls, plus C - 1 small state updates; D u is
+    folded into W's diagonal. All constants are precomputed in float64 and stored as float32 real
+    buffers. Unidirectional S4D only (the kernel must have `discrete()`).
+
+    This form is shaped for ONNX Runtime (`benchmarks/RESULTS.md`, issue 18): a sequential state
+    update of C - 1 steps on (B H N/2) tensors costs less there than a log2(C)-step doubling scan over
+    (B H N/2 C) tensors, whose per-mode multipliers ORT broadcasts slowly.
     """
 
     def __init__(self, conv, L: int, T: int = 64):
@@ -98,48 +103,42 @@ class ScanSSMConv(nn.Module):
             K = torch.einsum("hn,hnl->hl", dC * dB, powers).real  # (H_kept T)
             lag = i[None, :] - i[:, None]  # (T T): j - i
             W = torch.where(lag >= 0, K[:, lag.clamp(min=0).long()], torch.zeros((), dtype=K.dtype))  # (H_kept T T)
+            W = W + torch.diag_embed(conv.D.detach().double()[:, None].expand(-1, T))  # (H_kept T T): + D u
             P = (powers.flip(-1) * dB[..., None]).transpose(1, 2)  # (H_kept T N/2): a^(T-1-i) dB
             Q = dC[..., None] * powers * dA[..., None]  # (H_kept N/2 T): dC a^(j+1)
             A_T = dA ** T  # (H_kept N/2)
-            steps = []
-            s = 1
-            while s < C:
-                steps.append(A_T ** s)  # (H_kept N/2)
-                s *= 2
         self.L, self.T, self.C = L, T, C
         self.channels, self.bypass = conv.channels, conv.bypass
         self.dense = len(conv.kept) == conv.channels
         self.register_buffer("kept", conv.kept.clone())  # (H_kept)
         self.register_buffer("pruned", conv.pruned.clone())  # (H - H_kept), output after the kept rows
         self.register_buffer("W", W.float().contiguous())  # (H_kept T T)
-        for name, value in (("P", P), ("Q", Q)):
-            self.register_buffer(f"{name}_real", value.real.float().contiguous())
-            self.register_buffer(f"{name}_imag", value.imag.float().contiguous())
-        for k, value in enumerate(steps):
-            self.register_buffer(f"A{k}_real", value.real.float()[..., None].contiguous())  # (H_kept N/2 1)
-            self.register_buffer(f"A{k}_imag", value.imag.float()[..., None].contiguous())
-        self.n_steps = len(steps)
-        self.register_buffer("D", conv.D.detach().float().clone())  # (H_kept)
+        self.register_buffer("P", torch.cat([P.real, P.imag], -1).float().contiguous())  # (H_kept T N)
+        self.register_buffer("Q", torch.cat([Q.real, -Q.imag], 1).float().contiguous())  # (H_kept N T)
+        self.register_buffer("A_real", A_T.real.float().contiguous())  # (H_kept N/2)
+        self.register_buffer("A_imag", A_T.imag.float().contiguous())  # (H_kept N/2)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """u (B H L) -> (B H L) (identity bypass) or (B H_kept L) (zero bypass)."""
         B, L, T, C = u.shape[0], u.shape[-1], self.T, self.C
+        n = self.A_real.shape[-1]  # N/2
         u_kept = u if self.dense else u.index_select(1, self.kept)  # (B H_kept L)
-        U = nn.functional.pad(u_kept, (0, C * T - L)).reshape(B, -1, C, T)  # (B H_kept C T)
-        y = U @ self.W  # (B H_kept C T) intra-chunk
-        Er = (U @ self.P_real).transpose(-1, -2)  # (B H_kept N/2 C)
-        Ei = (U @ self.P_imag).transpose(-1, -2)  # (B H_kept N/2 C)
-        s = 1
-        for k in range(self.n_steps):  # inclusive scan: S[c] = sum_{c'<=c} (a^T)^(c-c') e_c'
-            ar, ai = getattr(self, f"A{k}_real"), getattr(self, f"A{k}_imag")  # (H_kept N/2 1)
-            sr = nn.functional.pad(Er[..., : C - s], (s, 0))  # (B H_kept N/2 C)
-            si = nn.functional.pad(Ei[..., : C - s], (s, 0))  # (B H_kept N/2 C)
-            Er, Ei = Er + ar * sr - ai * si, Ei + ar * si + ai * sr  # (B H_kept N/2 C)
-            s *= 2
-        Xr = nn.functional.pad(Er[..., : C - 1], (1, 0)).transpose(-1, -2)  # (B H_kept C N/2) state before chunk c
-        Xi = nn.functional.pad(Ei[..., : C - 1], (1, 0)).transpose(-1, -2)  # (B H_kept C N/2)
-        y = y + Xr @ self.Q_real - Xi @ self.Q_imag  # (B H_kept C T)
-        y = y.reshape(B, -1, C * T)[..., :L] + self.D[:, None] * u_kept  # (B H_kept L)
+        if C * T != L:
+            u_kept = nn.functional.pad(u_kept, (0, C * T - L))  # (B H_kept C*T)
+        U = u_kept.reshape(B, -1, C, T)  # (B H_kept C T)
+        y = U @ self.W  # (B H_kept C T) intra-chunk, D u included
+        E = U @ self.P  # (B H_kept C N) chunk-local end states, real | imaginary
+        ar, ai = self.A_real, self.A_imag  # (H_kept N/2)
+        er, ei = E[..., :n], E[..., n:]  # (B H_kept C N/2)
+        xr, xi = er[:, :, 0], ei[:, :, 0]  # (B H_kept N/2) state before chunk 1
+        states = [torch.zeros_like(torch.cat([xr, xi], -1)), torch.cat([xr, xi], -1)]  # C x (B H_kept N)
+        for c in range(1, C - 1):  # x_{c+1} = a^T x_c + e_c
+            xr, xi = ar * xr - ai * xi + er[:, :, c], ar * xi + ai * xr + ei[:, :, c]  # (B H_kept N/2)
+            states.append(torch.cat([xr, xi], -1))
+        X = torch.stack(states[:C], 2)  # (B H_kept C N)
+        y = (y + X @ self.Q).reshape(B, -1, C * T)  # (B H_kept C*T)
+        if C * T != L:
+            y = y[..., :L]  # (B H_kept L)
         if self.bypass == "zero" or self.dense:
             return y
         return torch.cat([y, u.index_select(1, self.pruned)], dim=1)  # (B H L) kept-first
@@ -174,9 +173,25 @@ class Deployable(nn.Module):
         without its input validation, whose data-dependent checks cannot be exported)."""
         h = self.model.encoder(x).transpose(1, 2).contiguous()  # (B H L)
         for block in self.model.blocks:
-            h = block(h)  # (B H L)
+            h = self._block(block, h)  # (B H L)
         pooled = h.mean(-1) if self.model.spec.pool == "mean" else h[..., -1]  # (B H)
         return self.model.decoder(pooled)  # (B d_output)
+
+
+    @staticmethod
+    def _block(block, h: torch.Tensor) -> torch.Tensor:
+        """`S4Block.forward` in eval mode, its mixing layer written for ONNX Runtime at batch 1: the GLU's
+        two halves as two Gemms with the bias folded in (no Split of a (B 2H L) tensor, no bias pass)."""
+        if h.shape[0] != 1:
+            return block(h)  # (B H L)
+        z = block.norm(h) if block.prenorm else h  # (B H L)
+        z = block.activation(block.conv(z))[0]  # (H_out L)
+        W, b = block.mix.weight, block.mix.bias  # (2H H_out), (2H)
+        H = W.shape[0] // 2
+        a = torch.addmm(b[:H, None], W[:H], z)  # (H L)
+        g = torch.addmm(b[H:, None], W[H:], z)  # (H L)
+        h = h + (a * torch.sigmoid(g))[None]  # (1 H L)
+        return h if block.prenorm else block.norm(h)  # (1 H L)
 
 
 def _plain(model: S4Model) -> S4Model:
@@ -360,10 +375,11 @@ def write_export(module: nn.Module, inputs: tuple[torch.Tensor, ...], fmt: str, 
 
 def onnx_session(path: str | Path, threads: int = 1):
     """An ONNX Runtime CPU session on `path` with fixed threads: `threads` intra-op, 1 inter-op,
-    sequential execution (the latency protocol's "threads fixed")."""
+    sequential execution (the latency protocol's "threads fixed"), every graph optimisation on."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

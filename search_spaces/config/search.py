@@ -54,9 +54,11 @@ class AlgorithmSection(_Section):
 
 class SchedulerSection(_Section):
     """Seed early stopping: `asha` stops the seeds of a stage falling behind after `grace_epochs`
-    fine-tune epochs (Tune's ASHA, `reduction` = its reduction factor); `none` runs every seed to the end."""
+    fine-tune epochs (Tune's ASHA, `reduction` = its reduction factor); `halving` waits at each rung
+    (grace_epochs x reduction^i) until every seed has reported and keeps the best 1/reduction of them
+    (synchronous successive halving, `search_spaces.halving`); `none` runs every seed to the end."""
 
-    kind: Literal["none", "asha"] = "none"
+    kind: Literal["none", "asha", "halving"] = "none"
     grace_epochs: Int = Field(1, ge=1)
     reduction: Float = Field(2.0, gt=1.0)
 
