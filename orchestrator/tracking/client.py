@@ -73,6 +73,17 @@ def _first_line(exc: Exception) -> str:
     return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
 
 
+def _another_folders_artifacts(where: Path, store: Path) -> bool:
+    """True when `where` lies in the `mlartifacts/` of another s4op folder (one that is gone, or holds
+    a search.json: the folder this store was moved or copied from); an artifact root the user chose
+    elsewhere is not."""
+    parts = where.parts
+    if "mlartifacts" not in parts:
+        return False
+    owner = Path(*parts[:len(parts) - parts[::-1].index("mlartifacts") - 1])
+    return owner.resolve() != store.resolve() and (not owner.exists() or (owner / "search.json").exists())
+
+
 class Tracker:
     """The project's MLflow client for one tracking URI (see module docstring for the two modes)."""
 
@@ -275,7 +286,7 @@ class Tracker:
         if not uri or not (uri.startswith("file://") or uri.startswith("/")):
             return True
         where = Path(uri[len("file://"):] if uri.startswith("file://") else uri)
-        if where.is_relative_to(store.resolve()):
+        if where.is_relative_to(store.resolve()) or not _another_folders_artifacts(where, store):
             return True
         log.warning("MLflow: artifacts of run %s not logged: their location %s is outside %s (a moved or "
                     "copied search folder)", run_id, where, store)
