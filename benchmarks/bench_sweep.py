@@ -6,10 +6,17 @@ search mode, same task, model and baseline training) run one after another with 
 each training its own baseline as a search does today; (b) the same grid as one `s4op sweep`
 (4 search drivers at once, the baseline trained once and shared). Prints the wall time of each, the
 throughput ratio (a)/(b) (searches per hour, goal >= 1.6), and the cluster's CPU utilisation: CPU
-seconds of Ray's worker processes (`ray::*`, sampled every 0.5 s) / (wall x 2 slots). The machine's
-load average is printed before and after (other work on a shared machine counts against both).
+seconds of Ray's worker processes (`ray::*`, sampled every 0.5 s) / (wall x 2 slots). Where the CPU
+went is printed per process group (`GROUPS`: Ray's workers, the search drivers, the sweep driver,
+Ray's own processes, this bench) next to the whole machine's busy CPU seconds (other helpers' work
+on a shared machine is the difference). The machine's load average is printed before and after.
 
-    .venv/bin/python benchmarks/bench_sweep.py
+Workloads (`WORKLOADS`): `small` (the first measurement) and `protocol` (PROTOCOL.md's proportions
+scaled down: a longer baseline, 1 fine-tune epoch, 3 seeds per rate on 2 slots). `--sweep-nice`
+runs one sweep per driver niceness (`S4OP_SWEEP_DRIVER_NICE`), `--sequential-nice` one sequential
+phase per niceness of its drivers (`nice -n`), `--sweep-first` puts the sweeps first.
+
+    .venv/bin/python benchmarks/bench_sweep.py --workload small --sweep-nice 0 10
 """
 
 from __future__ import annotations
@@ -110,6 +117,7 @@ class GroupCpu:
         busy = sum(machine1) - sum(machine0 := self.machine0) - (machine1.idle - machine0.idle) \
             - (getattr(machine1, "iowait", 0.0) - getattr(machine0, "iowait", 0.0))
         used["machine (all processes)"] = busy
+        used["ray worker processes seen"] = sum(group == "ray workers" for group, _ in self.last.values())
         return {k: round(v, 1) for k, v in used.items()}
 
 
@@ -133,6 +141,9 @@ def main() -> None:
     parser.add_argument("--workload", choices=sorted(WORKLOADS), default="small")
     parser.add_argument("--sweep-nice", type=int, nargs="+", default=[10],
                         help="one sweep per value, S4OP_SWEEP_DRIVER_NICE (0: drivers not niced)")
+    parser.add_argument("--sequential-nice", type=int, nargs="+", default=[0],
+                        help="one sequential phase per value, its search drivers run under `nice -n N`")
+    parser.add_argument("--sweep-first", action="store_true", help="run the sweeps before the sequential phase")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -161,21 +172,29 @@ def main() -> None:
     from search_spaces.config import load_search_config
 
     generate_missing(load_search_config(base))  # once, before either phase
+    def sequential_phases() -> dict:  # `nice -n N`: the one search driver at a time niced as a sweep's are
+        return {("sequential" if k == 0 else f"sequential_nice{k}"): run_phase(
+            f"sequential (nice {k})", [[*(["nice", "-n", str(k)] if k else []), *cli, "search", str(base), "--storage",
+                                        f"seq{k}", "--name", n, *s, "--address", address] for n, s in zip(names, sets)],
+            tmp, slots) for k in args.sequential_nice}
+
     try:
-        sequential = run_phase("sequential", [[*cli, "search", str(base), "--storage", "seq", "--name", n, *s,
-                                               "--address", address] for n, s in zip(names, sets)], tmp, slots)
+        sequentials = {} if args.sweep_first else sequential_phases()
         sweeps = {f"sweep_nice{n}": run_phase(f"sweep (nice {n})", [[*cli, "sweep", "sweep.yaml", "--storage", f"sw{n}",
                                                                       "--address", address]], tmp, slots,
                                              {"S4OP_SWEEP_DRIVER_NICE": str(n)}) for n in args.sweep_nice}
+        sequentials = sequentials or sequential_phases()
     finally:
         stop_ray(handle)
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.machine(),
         "cpus": os.cpu_count(), "slots": slots, "searches": len(names), "workload": args.workload,
+        "order": "sweeps first" if args.sweep_first else "sequential first",
         "baseline_epochs": epochs, "finetune_epochs": finetune_epochs, "seeds": seeds,
         "load_avg_1m_before": round(load_before[0], 2), "load_avg_1m_after": round(os.getloadavg()[0], 2),
-        "sequential": sequential, **sweeps,
-        "throughput_ratio": {k: round(sequential["wall_s"] / v["wall_s"], 2) for k, v in sweeps.items()},
+        **sequentials, **sweeps,
+        "throughput_ratio": {f"{a}/{b}": round(u["wall_s"] / v["wall_s"], 2)
+                             for a, u in sequentials.items() for b, v in sweeps.items()},
     }
     print(json.dumps(result, indent=1))
     if not args.keep:
