@@ -6,10 +6,17 @@ search mode, same task, model and baseline training) run one after another with 
 each training its own baseline as a search does today; (b) the same grid as one `s4op sweep`
 (4 search drivers at once, the baseline trained once and shared). Prints the wall time of each, the
 throughput ratio (a)/(b) (searches per hour, goal >= 1.6), and the cluster's CPU utilisation: CPU
-seconds of Ray's worker processes (`ray::*`, sampled every 0.5 s) / (wall x 2 slots). The machine's
-load average is printed before and after (other work on a shared machine counts against both).
+seconds of Ray's worker processes (`ray::*`, sampled every 0.5 s) / (wall x 2 slots). Where the CPU
+went is printed per process group (`GROUPS`: Ray's workers, the search drivers, the sweep driver,
+Ray's own processes, this bench) next to the whole machine's busy CPU seconds (other helpers' work
+on a shared machine is the difference). The machine's load average is printed before and after.
 
-    .venv/bin/python benchmarks/bench_sweep.py
+Workloads (`WORKLOADS`): `small` (the first measurement) and `protocol` (PROTOCOL.md's proportions
+scaled down: a longer baseline, 1 fine-tune epoch, 3 seeds per rate on 2 slots). `--sweep-nice`
+runs one sweep per driver niceness (`S4OP_SWEEP_DRIVER_NICE`), `--sequential-nice` one sequential
+phase per niceness of its drivers (`nice -n`), `--sweep-first` puts the sweeps first.
+
+    .venv/bin/python benchmarks/bench_sweep.py --workload small --sweep-nice 0 10
 """
 
 from __future__ import annotations
@@ -33,7 +40,13 @@ ROOT = Path(__file__).resolve().parents[1]
 GRID = {"search.allocation.policy": ["depth-aware", "uniform"], "search.mode": ["incremental", "one-shot"]}
 
 
-def base_config(data_dir: Path, epochs: int) -> dict:
+WORKLOADS = {  # baseline epochs, fine-tune epochs, seeds per rate (rates 0.3 and 0.6 in both)
+    "small": (4, 2, [7, 42]),  # the first measurement's workload
+    "protocol": (10, 1, [7, 42, 123]),  # PROTOCOL.md's proportions scaled down: long baseline, more seeds than slots
+}
+
+
+def base_config(data_dir: Path, epochs: int, finetune_epochs: int = 2, seeds: list[int] = (7, 42)) -> dict:
     return {"name": "bench", "task": {"name": "listops", "data_dir": str(data_dir), "max_len": 64,
                                       "generate": {"train": 400, "val": 100, "test": 100, "seed": 0,
                                                    "options": {"min_len": 5, "max_len": 63, "max_depth": 3,
@@ -41,26 +54,43 @@ def base_config(data_dir: Path, epochs: int) -> dict:
             "model": {"kind": "s4d", "d_model": 32, "n_layers": 2, "d_state": 16},
             "baseline": {"train": {"epochs": epochs, "batch_size": 32, "lr": 0.003, "weight_decay": 0.0,
                                    "warmup_epochs": 0, "patience": epochs}},
-            "search": {"rates": [0.3, 0.6], "seeds": [7, 42], "tie_break": "none",
-                       "finetune": {"epochs": 2, "lr": 3.0e-3, "weight_decay": 0.0, "patience": 5, "batch_size": 32}},
+            "search": {"rates": [0.3, 0.6], "seeds": list(seeds), "tie_break": "none",
+                       "finetune": {"epochs": finetune_epochs, "lr": 3.0e-3, "weight_decay": 0.0, "patience": 5, "batch_size": 32}},
             "latency": {"batch_sizes": [1], "threads": 1, "repeats": 30, "warmup": 2},
             "resources": {"cpu": 1, "gpu": 0.0, "max_concurrent": 2}}
 
 
-class WorkerCpu:
-    """CPU seconds used by this process's Ray worker processes (`ray::*`) between start() and stop()."""
+GROUPS = ("ray workers", "search drivers", "sweep driver", "ray system", "bench driver", "other")
+
+
+def process_group(name: str, cmdline: list[str]) -> str:
+    """Which part of the run a process is (`GROUPS`), from its name and command line."""
+    text = " ".join(cmdline)
+    if name.startswith("ray::"):
+        return "ray workers"
+    if "orchestrator.cli" in text:
+        return "sweep driver" if " sweep " in f" {text} " else "search drivers"
+    if name in ("gcs_server", "raylet") or "ray/" in text or "/ray" in text:
+        return "ray system"
+    return "other"
+
+
+class GroupCpu:
+    """CPU seconds used by this process and its descendants between start() and stop(), per `GROUPS`
+    (sampled every 0.5 s; a process that exits loses at most its last 0.5 s), and the machine's."""
 
     def __init__(self):
-        self.first: dict[int, float] = {}  # workers alive at start(): their CPU time then
-        self.last: dict[int, float] = {}
+        self.first: dict[int, float] = {}  # processes alive at start(): their CPU time then
+        self.last: dict[int, tuple[str, float]] = {}
         self._stop = threading.Event()
 
-    def _times(self) -> dict[int, float]:
-        out = {}
-        for p in psutil.Process().children(recursive=True):
+    def _times(self) -> dict[int, tuple[str, float]]:
+        me = psutil.Process()
+        out = {me.pid: ("bench driver", sum(me.cpu_times()[:2]))}
+        for p in me.children(recursive=True):
             try:
-                if p.name().startswith("ray::"):
-                    out[p.pid] = sum(p.cpu_times()[:2])
+                with p.oneshot():
+                    out[p.pid] = (process_group(p.name(), p.cmdline()), sum(p.cpu_times()[:2]))
             except psutil.Error:
                 pass
         return out
@@ -70,34 +100,50 @@ class WorkerCpu:
             self.last.update(self._times())
 
     def start(self) -> None:
-        self.first = self._times()
-        self.last = dict(self.first)
+        self.machine0 = psutil.cpu_times()
+        self.last = self._times()
+        self.first = {pid: t for pid, (_, t) in self.last.items()}
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
 
-    def stop(self) -> float:
+    def stop(self) -> dict[str, float]:
         self._stop.set()
         self._thread.join()
         self.last.update(self._times())
-        return sum(t - self.first.get(pid, 0.0) for pid, t in self.last.items())
+        machine1 = psutil.cpu_times()
+        used = dict.fromkeys(GROUPS, 0.0)
+        for pid, (group, t) in self.last.items():
+            used[group] += t - self.first.get(pid, 0.0)
+        busy = sum(machine1) - sum(machine0 := self.machine0) - (machine1.idle - machine0.idle) \
+            - (getattr(machine1, "iowait", 0.0) - getattr(machine0, "iowait", 0.0))
+        used["machine (all processes)"] = busy
+        used["ray worker processes seen"] = sum(group == "ray workers" for group, _ in self.last.values())
+        return {k: round(v, 1) for k, v in used.items()}
 
 
-def run_phase(label: str, commands: list[list[str]], cwd: Path, slots: int) -> dict:
-    cpu = WorkerCpu()
+def run_phase(label: str, commands: list[list[str]], cwd: Path, slots: int, env: dict | None = None) -> dict:
+    cpu = GroupCpu()
     cpu.start()
     t0 = time.perf_counter()
     for cmd in commands:
-        done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+        done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})})
         if done.returncode != 0:
             raise SystemExit(f"{label}: {' '.join(cmd)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     wall = time.perf_counter() - t0
-    used = cpu.stop()
-    return {"wall_s": round(wall, 1), "worker_cpu_s": round(used, 1), "utilisation": round(used / (wall * slots), 3)}
+    groups = cpu.stop()
+    used = groups["ray workers"]
+    return {"wall_s": round(wall, 1), "worker_cpu_s": used, "utilisation": round(used / (wall * slots), 3),
+            "cpu_s_by_group": groups}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--baseline-epochs", type=int, default=4)
+    parser.add_argument("--workload", choices=sorted(WORKLOADS), default="small")
+    parser.add_argument("--sweep-nice", type=int, nargs="+", default=[10],
+                        help="one sweep per value, S4OP_SWEEP_DRIVER_NICE (0: drivers not niced)")
+    parser.add_argument("--sequential-nice", type=int, nargs="+", default=[0],
+                        help="one sequential phase per value, its search drivers run under `nice -n N`")
+    parser.add_argument("--sweep-first", action="store_true", help="run the sweeps before the sequential phase")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -109,7 +155,8 @@ def main() -> None:
     slots = 2
     tmp = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
     base = tmp / "base.yaml"
-    base.write_text(yaml.safe_dump(base_config(tmp / "data", args.baseline_epochs), sort_keys=False))
+    epochs, finetune_epochs, seeds = WORKLOADS[args.workload]
+    base.write_text(yaml.safe_dump(base_config(tmp / "data", epochs, finetune_epochs, seeds), sort_keys=False))
     (tmp / "sweep.yaml").write_text(yaml.safe_dump({"name": "bench", "base": "base.yaml", "grid": GRID}))
     load_before = os.getloadavg()
     handle = start_ray("local", num_cpus=slots)
@@ -125,18 +172,29 @@ def main() -> None:
     from search_spaces.config import load_search_config
 
     generate_missing(load_search_config(base))  # once, before either phase
+    def sequential_phases() -> dict:  # `nice -n N`: the one search driver at a time niced as a sweep's are
+        return {("sequential" if k == 0 else f"sequential_nice{k}"): run_phase(
+            f"sequential (nice {k})", [[*(["nice", "-n", str(k)] if k else []), *cli, "search", str(base), "--storage",
+                                        f"seq{k}", "--name", n, *s, "--address", address] for n, s in zip(names, sets)],
+            tmp, slots) for k in args.sequential_nice}
+
     try:
-        sequential = run_phase("sequential", [[*cli, "search", str(base), "--storage", "seq", "--name", n, *s,
-                                               "--address", address] for n, s in zip(names, sets)], tmp, slots)
-        sweep = run_phase("sweep", [[*cli, "sweep", "sweep.yaml", "--storage", "sw", "--address", address]], tmp, slots)
+        sequentials = {} if args.sweep_first else sequential_phases()
+        sweeps = {f"sweep_nice{n}": run_phase(f"sweep (nice {n})", [[*cli, "sweep", "sweep.yaml", "--storage", f"sw{n}",
+                                                                      "--address", address]], tmp, slots,
+                                             {"S4OP_SWEEP_DRIVER_NICE": str(n)}) for n in args.sweep_nice}
+        sequentials = sequentials or sequential_phases()
     finally:
         stop_ray(handle)
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.machine(),
-        "cpus": os.cpu_count(), "slots": slots, "searches": len(names),
+        "cpus": os.cpu_count(), "slots": slots, "searches": len(names), "workload": args.workload,
+        "order": "sweeps first" if args.sweep_first else "sequential first",
+        "baseline_epochs": epochs, "finetune_epochs": finetune_epochs, "seeds": seeds,
         "load_avg_1m_before": round(load_before[0], 2), "load_avg_1m_after": round(os.getloadavg()[0], 2),
-        "sequential": sequential, "sweep": sweep,
-        "throughput_ratio": round(sequential["wall_s"] / sweep["wall_s"], 2),
+        **sequentials, **sweeps,
+        "throughput_ratio": {f"{a}/{b}": round(u["wall_s"] / v["wall_s"], 2)
+                             for a, u in sequentials.items() for b, v in sweeps.items()},
     }
     print(json.dumps(result, indent=1))
     if not args.keep:

@@ -118,6 +118,37 @@ def test_the_same_sweep_file_continues_its_folder_and_a_changed_one_is_refused(t
         create_sweep(path, storage=tmp_path / "runs")
 
 
+@pytest.mark.parametrize("setting, added", [(None, 10), ("0", 0), ("5", 5)])
+def test_a_sweeps_search_drivers_run_niced_so_trials_get_the_cores_first(tmp_path, monkeypatch, setting, added):
+    import sys
+
+    from orchestrator.sweep.create import create_sweep
+    from orchestrator.sweep.run import SweepRunner
+
+    _base(tmp_path)
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({"name": "sw", "base": "base.yaml", "searches": [{"name": "a"}]}))
+    sweep_dir = create_sweep(tmp_path / "sweep.yaml", storage=tmp_path / "runs", log=lambda line: None)
+    if setting is None:
+        monkeypatch.delenv("S4OP_SWEEP_DRIVER_NICE", raising=False)
+    else:
+        monkeypatch.setenv("S4OP_SWEEP_DRIVER_NICE", setting)
+    runner = SweepRunner(sweep_dir, "", log=lambda line: None)
+    monkeypatch.setattr(runner, "command", lambda s: [sys.executable, "-c", "import os; print('nice', os.nice(0))"])
+    search = runner.searches[0]
+    runner.launch(search)  # the driver's real start: its own session, parent-death signal, niceness
+    assert search.proc.wait(timeout=30) == 0
+    assert f"nice {os.nice(0) + added}" in runner.folder.log_path(search.name).read_text()
+
+
+@pytest.mark.parametrize("value", ["-1", "20", "ten"])
+def test_a_bad_driver_niceness_is_one_line_naming_the_variable(value):
+    from orchestrator.sweep.run import driver_nice
+    from search_spaces.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"S4OP_SWEEP_DRIVER_NICE: got '{value}', expected a whole number 0..19"):
+        driver_nice(value)
+
+
 # ---- end to end --------------------------------------------------------------------------------------
 
 def _stages_done(search_dir: Path) -> set[int]:

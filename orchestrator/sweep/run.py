@@ -8,6 +8,11 @@ driver process, `s4op search` (or `s4op resume` when its folder exists), on the 
 keeps its own search folder and MLflow experiment and copies the shared checkpoint as its stage 0.
 Finished searches are never started again. At most `max_parallel` search drivers run at once.
 
+Search drivers run at a lower CPU priority (`DRIVER_NICE`, `S4OP_SWEEP_DRIVER_NICE` to change it, 0: off):
+they mostly wait on Tune, and where they share cores with the trial slots (an embedded or one-machine
+cluster) the trials get those cores first (benchmarks/RESULTS.md, "Sweeps"). Latency is timed in a
+Ray task, never in a driver, so the niceness does not touch its figures.
+
 Search drivers run in their own sessions and die with the sweep driver (Linux parent-death signal);
 SIGINT / SIGTERM to the sweep stops them gracefully (they exit 130 / 143, resumable) before it
 exits itself. The console says which search is at which stage; each driver's own console is in
@@ -29,10 +34,11 @@ from orchestrator.search import ledger
 from orchestrator.search.folder import SearchFolder
 from orchestrator.search.interrupt import SearchInterrupted
 from orchestrator.sweep.folder import SweepFolder
-from search_spaces.errors import S4opError, SearchStateError
+from search_spaces.errors import ConfigError, S4opError, SearchStateError
 
 POLL_S = 1.0
 STOP_WAIT_S = 120.0  # a search driver's graceful stop (Tune saves its state) before it is killed
+DRIVER_NICE = 10  # added to a search driver's niceness (see the module docstring)
 _PR_SET_PDEATHSIG = 1
 
 
@@ -42,8 +48,22 @@ class SweepFailed(S4opError):
     exit_code = 1
 
 
-def _die_with_parent() -> None:  # in the child, before exec: SIGKILL when the sweep driver dies
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+def driver_nice(value: str | None) -> int:
+    """S4OP_SWEEP_DRIVER_NICE: the niceness added to each search driver (unset: DRIVER_NICE; 0: none)."""
+    if value is None or not value.strip():
+        return DRIVER_NICE
+    if not value.strip().isdigit() or int(value) > 19:
+        raise ConfigError(f"S4OP_SWEEP_DRIVER_NICE: got {value!r}, expected a whole number 0..19 (0: drivers not niced)")
+    return int(value)
+
+
+def _child_setup(nice: int):
+    def setup() -> None:  # in the child, before exec: SIGKILL when the sweep driver dies; lower priority
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if nice:
+            os.nice(nice)
+
+    return setup
 
 
 def search_complete(search_dir: Path) -> bool:
@@ -85,6 +105,7 @@ class SweepRunner:
         self.training: dict[str, object] = {}  # key -> Ray ObjectRef of its baseline task
         self.failed_keys: dict[str, str] = {}
         self.epochs_seen: dict[str, int] = {}
+        self.nice = driver_nice(os.environ.get("S4OP_SWEEP_DRIVER_NICE"))
 
     # ---- baselines
     def baseline_ready(self, key: str | None) -> bool:
@@ -137,7 +158,7 @@ class SweepRunner:
         self.folder.logs_dir.mkdir(exist_ok=True)
         with open(self.folder.log_path(s.name), "ab") as out:
             s.proc = subprocess.Popen(self.command(s), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                      start_new_session=True, preexec_fn=_die_with_parent)
+                                      start_new_session=True, preexec_fn=_child_setup(self.nice))
         s.state = "running"
         self.log(f"{s.name}: started (driver PID {s.proc.pid}; log {self.folder.log_path(s.name)})")
 
