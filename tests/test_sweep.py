@@ -169,7 +169,11 @@ def test_a_sweep_shares_one_baseline_survives_a_kill_and_reports(tmp_path):
     _base(tmp_path, rates=[0.5])
     sweep = {"name": "sw", "base": "base.yaml", "set": {"baseline.train.epochs": 2},
              "searches": [{"name": "short"}, {"name": "long", "set": {"search.rates": [0.3, 0.6],
-                                                                     "search.allocation.policy": "uniform"}}]}
+                                                                     "search.allocation.policy": "uniform",
+                                                                     # still training when short is done,
+                                                                     # however slow its stage 0 was
+                                                                     "search.finetune.epochs": 12,
+                                                                     "search.finetune.patience": 12}}]}
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
     sweep_dir = tmp_path / "runs" / "sw"
     short, long = sweep_dir / "searches" / "sw-short", sweep_dir / "searches" / "sw-long"
