@@ -181,6 +181,7 @@ def _check_ledger_and_mlflow(search_dir: Path, seeds) -> None:
     import mlflow
 
     from orchestrator.search import ledger
+    from orchestrator.search.folder import read_meta
 
     trials = ledger.read_trials(search_dir)
     stage1 = trials.loc[trials["stage"] == 1]
@@ -190,7 +191,7 @@ def _check_ledger_and_mlflow(search_dir: Path, seeds) -> None:
     assert sorted(stages["stage"].tolist()) == [0, 1] and (stages["status"] == "completed").all()
     assert stage1["mlflow_run_id"].is_unique and stage1["mlflow_run_id"].str.len().gt(0).all()
 
-    meta = json.loads((search_dir / "search.json").read_text())
+    meta = read_meta(search_dir)  # the folder's own store, as seen from here
     client = mlflow.MlflowClient(meta["tracking_uri"])
     exp = client.get_experiment_by_name(meta["experiment"])
     runs = client.search_runs([exp.experiment_id], max_results=1000)

@@ -10,6 +10,7 @@ import pytest
 
 from orchestrator.search import ledger
 from orchestrator.search.create import create_search
+from orchestrator.search.folder import read_meta
 from orchestrator.search.lock import lock_path
 from orchestrator.search.resume import check_config
 from orchestrator.search.status import format_status, search_status
@@ -33,7 +34,8 @@ def test_search_creates_everything_before_any_trial(created):
     for name in ("config.yaml", "search.json", "mlflow.db", "ledger/trials.parquet"):
         assert (search_dir / name).exists(), name
     meta = json.loads((search_dir / "search.json").read_text())
-    assert meta["tracking_uri"] == f"sqlite:///{search_dir}/mlflow.db"
+    assert meta["tracking_uri"] == "folder:mlflow.db"  # relative to the folder, which may move
+    assert read_meta(search_dir)["tracking_uri"] == f"sqlite:///{search_dir.resolve()}/mlflow.db"
     assert ledger.read_trials(search_dir).empty and not lock_path(search_dir).exists()
 
 

@@ -46,16 +46,27 @@ def on_each_node(fn: Callable[..., dict], *args, nodes: list[dict]) -> list[dict
 
 def check_data_on_nodes(data_dir: str, expected: str) -> list[dict]:
     """Every CPU-offering alive node's data report (see module docstring); `DataError` naming the
-    first node that cannot read `data_dir` or reads another fingerprint than `expected`."""
+    first node that cannot read `data_dir` or reads another fingerprint than `expected`. A node that
+    left the cluster meanwhile is skipped (its trials will run elsewhere)."""
     from workers.data.node_check import data_refusal, node_data_report
 
     nodes = [n for n in alive_nodes() if float(n.get("Resources", {}).get("CPU", 0)) > 0]
-    reports = on_each_node(node_data_report, str(data_dir), expected, nodes=nodes)
+    reports = [r for r in on_each_node(node_data_report, str(data_dir), expected, nodes=nodes) if not _gone(r)]
     _FACTS.update({r["node_id"]: r for r in reports if r.get("node_id") and not r.get("error")})
     message = data_refusal(reports, str(data_dir), expected)
     if message:
         raise DataError(message)
     return reports
+
+
+def _gone(report: dict) -> bool:
+    """A node that left the cluster while it was being asked (a killed or replaced worker whose death
+    Ray had not yet noticed): not a node that cannot read the data."""
+    if not report.get("error"):
+        return False
+    if "doesn't exist any more" in report["error"]:
+        return True
+    return report.get("node_id") not in {n["NodeID"] for n in alive_nodes()}
 
 
 def alive_host_facts() -> list[dict]:
