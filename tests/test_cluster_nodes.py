@@ -17,7 +17,6 @@ from cluster.local import (add_worker_node, client_env, load_state, session_proc
                            stop_local_cluster)
 from orchestrator.search import ledger
 from s3_helpers import moto_s3
-from search_spaces.errors import DataError
 from support import subprocess_env, tiny_search_config, write_config
 from workers import objectstore
 from workers.data import fingerprint, generate_task
@@ -27,21 +26,37 @@ BUCKET = "s4op-cluster-data"
 URI = f"s3://{BUCKET}/listops"
 
 
+_REFUSAL = """
+import json, sys
+import ray
+from orchestrator.search.nodes import check_data_on_nodes
+from search_spaces.errors import DataError
+
+ray.init(address=sys.argv[1], logging_level="ERROR")
+nodes = {int(n["Resources"].get("CPU", 0)): n["NodeID"] for n in ray.nodes() if n["Alive"]}
+try:
+    check_data_on_nodes(sys.argv[2], sys.argv[3])
+    message = None
+except DataError as exc:
+    message = str(exc)
+print(json.dumps({"message": message, "nodes": nodes, "ip": ray.util.get_node_ip_address()}))
+ray.shutdown()
+"""
+
+
 def _refusal(env: dict, fp: str) -> tuple[str, dict, str]:
     """The per-node check's refusal as a driver on the cluster sees it, the alive nodes by CPU count,
-    and this machine's IP as Ray names it (what every node of the local cluster reports)."""
-    import ray
+    and this machine's IP as Ray names it (what every node of the local cluster reports). In a fresh
+    process: Ray reads its authentication mode once per process, and this suite's own process has
+    connected to token-less Rays before."""
+    import json
 
-    from orchestrator.search.nodes import check_data_on_nodes
-
-    ray.init(address=env["RAY_ADDRESS"], logging_level="ERROR")
-    try:
-        nodes = {int(n["Resources"].get("CPU", 0)): n["NodeID"] for n in ray.nodes() if n["Alive"]}
-        with pytest.raises(DataError) as err:
-            check_data_on_nodes(URI, fp)
-        return str(err.value), nodes, ray.util.get_node_ip_address()
-    finally:
-        ray.shutdown()
+    proc = subprocess.run([sys.executable, "-c", _REFUSAL, env["RAY_ADDRESS"], URI, fp], env=subprocess_env(**env),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["message"] is not None, "the check refused no node"
+    return out["message"], {int(k): v for k, v in out["nodes"].items()}, out["ip"]
 
 
 @pytest.mark.cluster

@@ -181,7 +181,9 @@ def test_a_sweep_shares_one_baseline_survives_a_kill_and_reports(tmp_path):
         proc = subprocess.Popen([*S4OP, "sweep", "sweep.yaml", "--storage", "runs"], cwd=tmp_path, env=env(),
                                 stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None and not _stages_done(short) >= {0, 1}:
+    # kill once long's first rate stage is done (its second, 12 epochs, still to run); short is then
+    # usually complete, but its latency task (the whole node) may still wait behind long's trials
+    while time.monotonic() < deadline and proc.poll() is None and not _stages_done(long) >= {0, 1}:
         time.sleep(0.5)
     assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
     import psutil
@@ -196,22 +198,26 @@ def test_a_sweep_shares_one_baseline_survives_a_kill_and_reports(tmp_path):
     drivers = [int(p) for p in re.findall(r"driver PID (\d+)", first)]
     assert len(drivers) == 2
     assert set(drivers) <= {p.pid for p in tree}
-    done_long, starts_short, starts_long = _stages_done(long), _starts(short), _starts(long)
-    assert _stages_done(short) == {0, 1} and done_long < {0, 1, 2}
+    done_short, done_long = _stages_done(short), _stages_done(long)
+    starts_short, starts_long = _starts(short), _starts(long)
+    assert done_long < {0, 1, 2}, done_long
     key = json.loads((sweep_dir / "sweep.json").read_text())["searches"][0]["key"]
     epochs_log = sweep_dir / "baselines" / key / "train" / "epochs.log"
     trained = epochs_log.read_text()
 
     st = s4op("sweep", "status", sweep_dir, cwd=tmp_path)
-    assert st.returncode == 0 and "stopped" in st.stdout and "sw-short  complete" in st.stdout, st.stdout
+    assert st.returncode == 0 and "stopped" in st.stdout, st.stdout
+    assert ("sw-short  complete" in st.stdout) == (done_short == {0, 1}), st.stdout
     assert f"sweep resume {sweep_dir}" in st.stdout
 
     done = s4op("sweep", "resume", sweep_dir, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "sw-short: complete, not started again" in done.stdout and "baseline" not in done.stdout.split("sw-long")[0]
     assert _stages_done(short) == {0, 1} and _stages_done(long) == {0, 1, 2}
-    assert _starts(short) == starts_short  # the finished search untouched
-    assert all(_starts(long)[k] == starts_long[k] for k in done_long if k > 0)  # finished stages not re-run
+    if done_short == {0, 1}:
+        assert "sw-short: complete, not started again" in done.stdout, done.stdout
+        assert _starts(short) == starts_short  # the finished search untouched
+    for search_dir, was_done, starts in ((short, done_short, starts_short), (long, done_long, starts_long)):
+        assert all(_starts(search_dir)[k] == starts[k] for k in was_done if k > 0)  # finished stages not re-run
     # the baseline was trained once: one epochs.log (epochs 1, 2 from one process), one MLflow run
     assert epochs_log.read_text() == trained
     assert [json.loads(line)["epoch"] for line in trained.splitlines()] == [1, 2]
