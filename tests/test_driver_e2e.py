@@ -19,10 +19,14 @@ def data_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("data") / "listops-tiny"
 
 
+EPOCHS = 5  # fine-tune epochs: after the first epoch checkpoint a stage-2 trial has 4 to go, so the kill
+# lands mid-trial even on a loaded machine (with 2 it could land after both trials had finished)
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, data_dir):
     tmp = tmp_path_factory.mktemp("run-a")
-    cfg = tiny_config(tmp, data_dir)
+    cfg = tiny_config(tmp, data_dir, epochs=EPOCHS)
     done = s4op("search", cfg, "--storage", tmp / "runs", cwd=tmp)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return tmp / "runs" / "tiny", done.stdout
@@ -75,7 +79,7 @@ def _checkpoint_recorded(stage_dir) -> bool:
 
 def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, data_dir, uninterrupted):
     reference, _ = uninterrupted
-    cfg = tiny_config(tmp_path, data_dir)
+    cfg = tiny_config(tmp_path, data_dir, epochs=EPOCHS)
     search_dir = tmp_path / "runs" / "tiny"
     proc = subprocess.Popen([*S4OP, "search", str(cfg), "--storage", str(tmp_path / "runs")], cwd=tmp_path,
                             env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
