@@ -100,6 +100,28 @@ def test_a_job_from_another_shell_runs_s4op_in_the_clusters_venv(cluster, capsys
 
 
 @live
+def test_a_sweep_on_node_local_storage_is_refused_before_anything_runs(cluster, tmp_path):
+    """Two nodes, a sweep folder on this machine's disk: one line naming it and the flag, exit 2,
+    no sweep folder left behind (in a fresh process: Ray reads its auth mode once per process)."""
+    import yaml
+
+    from cluster.local import client_env
+    from support import tiny_search_config, write_config
+
+    write_config(tmp_path / "base.yaml", tiny_search_config(tmp_path / "data", search={"rates": [0.5], "seeds": [7]}))
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({"name": "sw", "base": "base.yaml", "searches": [{"name": "a"}]}))
+    state = cluster["state"]
+    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "sweep", "sweep.yaml", "--storage", "runs",
+                           "--address", state.address], cwd=tmp_path, env={**os.environ, **client_env(state)},
+                          capture_output=True, text=True, timeout=180)
+    lines = [x for x in done.stderr.splitlines() if x.strip()]
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert len(lines) == 1 and "node-local path" in lines[0] and "--allow-local-storage" in lines[0], lines
+    assert str(tmp_path / "runs" / "sw") in lines[0]
+    assert not (tmp_path / "runs" / "sw").exists()
+
+
+@live
 def test_add_worker_joins_and_remove_worker_stops_only_it(cluster, capsys):
     path = cluster["path"]
     out = _cli(["cluster", "local", "add-worker", "--cpus", "1", "--resources", '{"extra-node": 1}',

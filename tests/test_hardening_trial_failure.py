@@ -32,6 +32,9 @@ def test_failed_trial_is_recorded_and_an_all_failed_stage_stops_then_resumes(tmp
     assert trials.loc[(1, "seed-7"), "status"] == "failed"
     assert "injected fault" in trials.loc[(1, "seed-7"), "error"]
     assert trials.loc[(1, "seed-42"), "status"] == "completed" and trials.loc[(1, "seed-42"), "is_best"]
+    # failed before its first report, it is still placed on its node (from its start)
+    assert trials.loc[(1, "seed-7"), "node_id"] and trials.loc[(1, "seed-7"), "node_ip"]
+    assert trials.loc[(1, "seed-7"), "node_id"] == trials.loc[(1, "seed-42"), "node_id"]
     stages = ledger.read_stages(search_dir).set_index("stage")
     assert stages.loc[1, "status"] == "completed" and stages.loc[1, "best_trial_id"] == "seed-42"
     assert stages.loc[1, "n_failed"] == 1

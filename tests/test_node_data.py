@@ -144,7 +144,7 @@ def test_status_counts_trials_per_node():
     assert lines[4].split() == ["-", "-", "-", "1", "0", "1", "0"]
 
 
-def test_a_failed_trial_keeps_the_node_tune_reported():
+def test_a_failed_trial_keeps_the_node_it_started_on_or_tune_reported():
     from types import SimpleNamespace
 
     ctx = SimpleNamespace(search="s", stage=1, rate=0.5, parent_checkpoint="p", parent_sha256="x")
@@ -152,6 +152,9 @@ def test_a_failed_trial_keeps_the_node_tune_reported():
     row = ledger.finished_trial_row(ctx, sample, "seed-7", {"epoch": 1, "hostname": "w", "node_ip": "10.0.0.9"},
                                     "boom", "accuracy")
     assert (row.status, row.node, row.node_ip, row.node_id) == ("failed", "w", "10.0.0.9", None)
+    started = {"trial": "seed-7", "node_id": "d" * 56, "node_ip": "10.0.0.8", "hostname": "v"}
+    early = ledger.finished_trial_row(ctx, sample, "seed-7", {}, "boom", "accuracy", started=started)
+    assert (early.status, early.node, early.node_ip, early.node_id) == ("failed", "v", "10.0.0.8", "d" * 56)
     done = ledger.finished_trial_row(ctx, sample, "seed-7", {"final": True, "node": "w", "node_ip": "10.0.0.9",
                                                             "node_id": "c" * 56}, None, "accuracy")
     assert (done.status, done.node, done.node_ip, done.node_id) == ("completed", "w", "10.0.0.9", "c" * 56)

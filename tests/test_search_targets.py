@@ -114,3 +114,19 @@ def test_halving_waits_for_every_seed_at_a_rung_then_keeps_the_best_half(tmp_pat
     assert next(s for s in ledger.stage_rows(search_dir) if s.stage == 1).n_failed == 0
     # resume after the stage's trials ended but before its ledger rows: nothing re-runs, stopped stays stopped
     assert_resume_keeps_stopped(search_dir, 1, {t.trial_id for t in rows if t.status == "stopped"}, tmp_path)
+
+
+def test_halving_over_optuna_samples_keeps_the_best_half_of_the_samples(tmp_path):
+    # Optuna's 4 samples are the stage's seeds for halving: 4 reach epoch 1, 2 epoch 2, 1 the end
+    cfg = tiny_config(tmp_path, tmp_path / "data", rates=(0.5,), epochs=3,
+                      search={"scheduler": {"kind": "halving", "grace_epochs": 1, "reduction": 2},
+                              "algorithm": {"kind": "optuna", "samples": 4},
+                              "finetune": {"epochs": 3, "patience": 4}},
+                      resources={"max_concurrent": 2})
+    done = s4op("search", cfg, "--storage", tmp_path / "runs", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = [t for t in ledger.trial_rows(tmp_path / "runs" / "tiny") if t.stage == 1]
+    by_status = {s: sorted(t.epochs_run for t in rows if t.status == s) for s in ("completed", "stopped")}
+    assert by_status == {"completed": [3], "stopped": [1, 1, 2]}, [(t.trial_id, t.status, t.epochs_run) for t in rows]
+    assert next(t for t in rows if t.is_best).status == "completed"
+    assert len({t.lr for t in rows}) == 4  # Optuna's samples, not a grid of seeds

@@ -58,10 +58,12 @@ def test_baseline_keys_are_equal_exactly_when_task_data_model_and_baseline_train
         {"name": "width", "set": {"model.d_model": 8}}, {"name": "epochs", "set": {"baseline.train.epochs": 3}},
         {"name": "length", "set": {"task.max_len": 30}},
         {"name": "moved", "set": {"task.data_dir": str(tmp_path / "elsewhere")}},
-        {"name": "given", "set": {"baseline.checkpoint": str(tmp_path / "ckpt")}}]})
+        {"name": "given", "set": {"baseline.checkpoint": str(tmp_path / "ckpt")}},
+        {"name": "gpu", "set": {"resources.gpu": 1}}, {"name": "gpus", "set": {"resources.gpu": 0.5}}]})
     keys = {p.name.split("-", 1)[1]: baseline_key(p.config, "fp") for p in planned}
     assert keys["policy"] == keys["a"] == keys["moved"]  # search settings and where the data lies do not count
-    assert len({keys[k] for k in ("a", "width", "epochs", "length")}) == 4
+    assert keys["gpu"] == keys["gpus"]  # trained on a GPU either way
+    assert len({keys[k] for k in ("a", "width", "epochs", "length", "gpu")}) == 5
     assert baseline_key(planned[0].config, "other data") != keys["a"]
     assert keys["given"] is None  # its own checkpoint: nothing to train
 
@@ -138,6 +140,19 @@ def test_a_sweeps_search_drivers_run_niced_so_trials_get_the_cores_first(tmp_pat
     runner.launch(search)  # the driver's real start: its own session, parent-death signal, niceness
     assert search.proc.wait(timeout=30) == 0
     assert f"nice {os.nice(0) + added}" in runner.folder.log_path(search.name).read_text()
+
+
+def test_a_sweep_told_its_folder_is_shared_tells_its_search_drivers(tmp_path):
+    from orchestrator.sweep.create import create_sweep
+    from orchestrator.sweep.run import SweepRunner
+
+    _base(tmp_path)
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({"name": "sw", "base": "base.yaml", "searches": [{"name": "a"}]}))
+    sweep_dir = create_sweep(tmp_path / "sweep.yaml", storage=tmp_path / "runs", log=lambda line: None)
+    shared = SweepRunner(sweep_dir, "10.0.0.1:6379", log=lambda line: None, allow_local_storage=True)
+    plain = SweepRunner(sweep_dir, "10.0.0.1:6379", log=lambda line: None)
+    assert shared.command(shared.searches[0])[-1] == "--allow-local-storage"
+    assert "--allow-local-storage" not in plain.command(plain.searches[0])
 
 
 @pytest.mark.parametrize("value", ["-1", "20", "ten"])

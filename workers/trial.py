@@ -45,7 +45,6 @@ def run_trial(config: dict) -> None:
     torch.set_num_threads(max(1, ctx.cpus_per_trial))
     torch.manual_seed(sample.seed)
     name = ctx.trial_name(sample.seed, tune.get_context().get_trial_id())
-    trial_io.injected_fault(ctx.stage, name, ctx.trials_dir)
     device, train_device = assigned_device(ctx.gpus_per_trial)  # Ray's GPU share, or cpu
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(device)  # a reused worker: this trial's peak only
@@ -54,6 +53,7 @@ def run_trial(config: dict) -> None:
     checkpoint = tune.get_checkpoint()
     restored = trial_io.restore(checkpoint) if checkpoint is not None else trial_io.Restored()
     trial_io.record_start(ctx.stage_dir, name, sample.seed, checkpoint is not None, restored.from_epoch)
+    trial_io.injected_fault(ctx.stage, name, ctx.trials_dir)
     marks["restored"] = time.time()
     if restored.final is not None:  # finished before the restart: report the same result again
         tune.report(restored.final)

@@ -48,10 +48,13 @@ def injected_fault(stage: int, name: str, where: str = "") -> None:
 
 def record_start(stage_dir: str, name: str, seed: int, resumed: bool, epoch) -> None:
     """One JSON line per trial start in `<stage>/starts.log` (from_epoch: epochs already done,
-    or "final" when Tune restarted a trial whose final result was already saved)."""
+    or "final" when Tune restarted a trial whose final result was already saved), with the node it
+    started on (node_id, node_ip, hostname): a trial that fails before its first report is placed by it."""
+    from workers.node_identity import this_node
+
     Path(stage_dir).mkdir(parents=True, exist_ok=True)
     line = json.dumps({"trial": name, "seed": seed, "resumed": resumed, "from_epoch": epoch,
-                       "pid": os.getpid(), "at": now()})
+                       "pid": os.getpid(), "at": now(), **this_node()})
     with open(Path(stage_dir) / "starts.log", "a") as handle:
         handle.write(line + "\n")
         handle.flush()

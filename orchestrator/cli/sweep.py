@@ -11,6 +11,7 @@ import typer
 from typer.core import TyperGroup
 
 ADDRESS_HELP = "Ray address: local (a Ray embedded in the sweep driver), auto, or HOST:PORT."
+SHARED_HELP = "Accept a node-local --storage on a multi-node cluster (it is a mount every node shares)."
 
 
 class _RunByDefault(TyperGroup):
@@ -32,12 +33,22 @@ def run(
     sweep_file: Path = typer.Argument(..., help="The sweep file (YAML: name, base, set, grid and/or searches)."),
     storage: str = typer.Option("s4op-runs", "--storage", help="Folder holding the sweep folder <storage>/<name>."),
     address: str = typer.Option("local", "--address", help=ADDRESS_HELP),
+    allow_local_storage: bool = typer.Option(False, "--allow-local-storage", help=SHARED_HELP),
 ) -> None:
     """Create the sweep (or find it, unchanged) and run every unfinished search to its end."""
-    from orchestrator.sweep.create import create_sweep
-    from orchestrator.sweep.run import run_sweep
+    import shutil
 
-    sweep_dir = run_sweep(create_sweep(sweep_file, storage=storage), address=address)
+    from orchestrator.sweep.create import create_sweep
+    from orchestrator.sweep.run import SweepRefused, run_sweep
+
+    before = {p.resolve() for p in Path(storage).iterdir()} if "://" not in storage and Path(storage).is_dir() else set()
+    sweep_dir = create_sweep(sweep_file, storage=storage)
+    try:
+        run_sweep(sweep_dir, address=address, allow_local_storage=allow_local_storage)
+    except SweepRefused:  # refused before anything ran: a folder made just now is not left behind
+        if Path(sweep_dir).resolve() not in before:
+            shutil.rmtree(sweep_dir, ignore_errors=True)
+        raise
     typer.echo(f"sweep finished: {sweep_dir}\ncompare the searches with:  s4op sweep report {sweep_dir}")
 
 
@@ -45,11 +56,12 @@ def run(
 def resume(
     sweep_dir: Path = typer.Argument(..., help="The sweep folder (<storage>/<name>)."),
     address: str = typer.Option("local", "--address", help=ADDRESS_HELP),
+    allow_local_storage: bool = typer.Option(False, "--allow-local-storage", help=SHARED_HELP),
 ) -> None:
     """Continue an interrupted sweep: finished searches untouched, the others resumed or started."""
     from orchestrator.sweep.run import resume_sweep
 
-    done = resume_sweep(sweep_dir, address=address)
+    done = resume_sweep(sweep_dir, address=address, allow_local_storage=allow_local_storage)
     typer.echo(f"sweep finished: {done}\ncompare the searches with:  s4op sweep report {done}")
 
 

@@ -351,15 +351,18 @@ def candidate_row(ctx, sample, name: str) -> TrialRow:
 
 
 def finished_trial_row(ctx, sample, name: str, result: dict, error: str | None, metric_name: str,
-                       stopped: bool = False) -> TrialRow:
+                       stopped: bool = False, started: dict | None = None) -> TrialRow:
     """A trial's row after Tune: completed when its final result came (`result["final"]`), whose
     keys are TrialRow columns; stopped (by the scheduler) with its last epoch and val metric; else
-    failed with `error`. A trial without its final result still names its node when it reported an
-    epoch (Tune adds `hostname` and `node_ip` to every result; the Ray node id comes with the final one)."""
+    failed with `error`. A trial without its final result still names its node: from its last
+    start (`started`, its last `starts.log` line: node id, IP, hostname), else from its last epoch
+    report (Tune adds `hostname` and `node_ip` to every result)."""
     ok = bool(result.get("final"))
     done = {f.name: result[f.name] for f in fields(TrialRow) if f.name in result and f.name not in _NAMED} if ok else {}
     if not ok:
-        done = {"epochs_run": result.get("epoch"), "node": result.get("hostname"), "node_ip": result.get("node_ip")}
+        on = started or {}
+        done = {"epochs_run": result.get("epoch"), "node": on.get("hostname") or result.get("hostname"),
+                "node_ip": on.get("node_ip") or result.get("node_ip"), "node_id": on.get("node_id")}
         if stopped:
             done["val_metric"] = result.get("val_metric")
     status = "completed" if ok else ("stopped" if stopped else "failed")

@@ -18,6 +18,7 @@ from search_spaces.best_trial import choose_best
 from orchestrator.search.create import now
 from orchestrator.search.interrupt import moment
 from orchestrator.search.stage_record import record_stage, register_stage
+from orchestrator.search.status import read_starts
 from orchestrator.storage.full import STORAGE_ERRNOS, storage_error_in
 from orchestrator.tracking import publish
 from orchestrator.tracking.tune_callback import flush, prepare
@@ -104,8 +105,9 @@ def run_rate_stage(ctx, k: int, rate: float, parent: str) -> str:
     if full is not None:  # the storage failed, not the trial: nothing recorded, the stage stays incomplete
         raise full
     metric_name = ctx.splits.info.metric
-    rows = [ledger.finished_trial_row(o.ctx, o.sample, o.name, o.result, o.error, metric_name, o.stopped)
-            for o in outcomes]
+    last_start = {line.get("trial"): line for line in read_starts(ctx.search_dir, k)}  # each trial's last start
+    rows = [ledger.finished_trial_row(o.ctx, o.sample, o.name, o.result, o.error, metric_name, o.stopped,
+                                      last_start.get(o.name)) for o in outcomes]
     opened = flush()  # the trial runs opened as Tune started them; others (finished before a restore) now
     rows = [ledger.replace(r, mlflow_run_id=opened.get(publish.view.trial_key(ctx.name, r)) or publish.open_trial_run(
         ctx.tracker, ctx.experiment_id, ctx.name, r, stage_run)) for r in rows]

@@ -25,7 +25,8 @@ _STAGE_FIELDS = ("stage", "rate", "status", "n_trials", "n_failed", "best_trial_
                  "metric_name")
 
 
-def _starts(search_dir: Path, k: int) -> list[dict]:
+def read_starts(search_dir: Path, k: int) -> list[dict]:
+    """Stage k's `starts.log`: one dict per trial start, in order (a torn last line skipped)."""
     path = SearchFolder(search_dir).starts_log(k)
     if not path.exists():
         return []
@@ -68,7 +69,7 @@ def search_status(search_dir: str | os.PathLike, *, work_dir: str | os.PathLike 
     current = None
     if left:
         k = left[0]["stage"]
-        starts = _starts(search_dir, k)
+        starts = read_starts(search_dir, k)
         if starts:
             current = {"stage": k, "rate": left[0]["rate"], "trial_starts": len(starts),
                        "trials_started": sorted({s["trial"] for s in starts}),

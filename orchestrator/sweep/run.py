@@ -97,8 +97,9 @@ class _Search:
 class SweepRunner:
     """The main loop (one thread: children are started from it, so their parent-death signal holds)."""
 
-    def __init__(self, sweep_dir: Path, address: str, log=print):
+    def __init__(self, sweep_dir: Path, address: str, log=print, allow_local_storage: bool = False):
         self.folder, self.address, self.log = SweepFolder(sweep_dir), address, log
+        self.allow_local_storage = allow_local_storage  # the sweep folder is a mount every node shares
         meta = self.folder.read_meta()
         self.name, self.max_parallel = meta["name"], meta.get("max_parallel") or len(meta["searches"])
         self.searches = [_Search(s["name"], s.get("key"), s["config"]) for s in meta["searches"]]
@@ -152,7 +153,7 @@ class SweepRunner:
         if SearchFolder(search_dir).is_search():
             return [*cli, "resume", str(search_dir), "--address", self.address]
         return [*cli, "search", s.config, "--storage", str(self.folder.searches_dir), "--name", s.name,
-                "--address", self.address]
+                "--address", self.address, *(["--allow-local-storage"] if self.allow_local_storage else [])]
 
     def launch(self, s: _Search) -> None:
         self.folder.logs_dir.mkdir(exist_ok=True)
@@ -225,21 +226,35 @@ def _raise_interrupted(sweep_dir: Path):
     return handler
 
 
+class SweepRefused(ConfigError):
+    """Refused before any baseline or search of the sweep started."""
+
+
 def run_sweep(sweep_dir: str | os.PathLike, *, address: str | None = "local", num_cpus: int | None = None,
-              log=print) -> Path:
-    """Run every unfinished search of the sweep in `sweep_dir` to its end (see the module docstring)."""
+              log=print, allow_local_storage: bool = False) -> Path:
+    """Run every unfinished search of the sweep in `sweep_dir` to its end (see the module docstring).
+
+    On a multi-node cluster the sweep folder must be a mount every node shares: refused (ConfigError,
+    before any baseline or search starts) unless `allow_local_storage` says it is, which its search
+    drivers are then told too."""
     import ray
+
+    from cluster.storage import check_search_storage
 
     from orchestrator.search.lock import acquire_lock
     from orchestrator.search.ray_runtime import is_embedded, start_ray, stop_ray
 
     sweep_dir = Path(sweep_dir).resolve()
-    runner = SweepRunner(sweep_dir, "", log)  # sweep.json read (and checked) before anything starts
+    runner = SweepRunner(sweep_dir, "", log, allow_local_storage)  # sweep.json read (and checked) before anything starts
     lock = acquire_lock(sweep_dir)
     handle = None
     try:
         handle = start_ray(address, num_cpus=num_cpus)
         runner.address = ray.get_runtime_context().gcs_address if is_embedded(address) else str(address)
+        try:
+            check_search_storage(str(sweep_dir), address=address, allow_local_storage=allow_local_storage)
+        except ConfigError as exc:
+            raise SweepRefused(str(exc)) from None
         for signum in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which sets its own SIGTERM handler
             signal.signal(signum, _raise_interrupted(sweep_dir))
         try:

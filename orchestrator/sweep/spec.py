@@ -159,12 +159,15 @@ def baseline_key(cfg: SearchConfig, data_fingerprint: str) -> str | None:
     """The key of the baseline `cfg` trains (None: it starts from its own `baseline.checkpoint`).
 
     Equal keys = the same dense model would be trained: same task settings (where the data lies
-    does not count, its fingerprint does), same model, same baseline training."""
+    does not count, its fingerprint does), same model, same baseline training, on the same kind of
+    device (a search asking for GPUs trains its baseline on one; CPU keys name no device, as before)."""
     if cfg.baseline.checkpoint is not None:
         return None
     facts = {"task": cfg.task.model_dump(mode="json", exclude={"data_dir", "generate"}),
              "data": data_fingerprint, "model": cfg.model.model_dump(mode="json"),
              "train": cfg.baseline.train.model_dump(mode="json")}
+    if cfg.resources.gpu:
+        facts["device"] = "gpu"
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
 
 
