@@ -24,7 +24,9 @@ def _wait(predicate, proc, timeout=300.0):
 
 
 def _epoch_checkpoint(search_dir, stage):
-    return lambda: any(search_dir.glob(f"stages/stage-{stage}/run_trial_*/checkpoint_*"))
+    """A trial's second epoch checkpoint exists: the report of its first was taken in by the driver
+    (a trial's next epoch starts only then), so Tune's state saved at the interruption names it."""
+    return lambda: any(search_dir.glob(f"stages/stage-{stage}/run_trial_*/checkpoint_000001"))
 
 
 def _ledger(search_dir):
