@@ -210,9 +210,11 @@ def test_a_sweep_shares_one_baseline_survives_a_kill_and_reports(tmp_path):
     gone, alive = psutil.wait_procs([p for p in tree if p not in agents], timeout=30)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
     first = (tmp_path / "first.log").read_text()
-    drivers = [int(p) for p in re.findall(r"driver PID (\d+)", first)]
-    assert len(drivers) == 2
-    assert set(drivers) <= {p.pid for p in tree}
+    drivers = {name: int(pid) for name, pid in re.findall(r"(sw-\w+): started \(driver PID (\d+)", first)}
+    assert set(drivers) == {"sw-short", "sw-long"}, first[-3000:]
+    children = {p.pid for p in tree}
+    assert drivers["sw-long"] in children  # still running when the sweep died: its child, gone with it
+    assert drivers["sw-short"] in children or _stages_done(short) == {0, 1}  # or it had already finished
     done_short, done_long = _stages_done(short), _stages_done(long)
     starts_short, starts_long = _starts(short), _starts(long)
     assert done_long < {0, 1, 2}, done_long
