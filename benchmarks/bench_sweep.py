@@ -12,15 +12,17 @@ Ray's own processes, this bench) next to the whole machine's busy CPU seconds (o
 on a shared machine is the difference). The machine's load average is printed before and after.
 
 Workloads (`WORKLOADS`): `small` (the first measurement), `protocol` (PROTOCOL.md's proportions
-scaled down: a longer baseline, 1 fine-tune epoch, 3 seeds per rate on 2 slots) and `train-bound`
-(the same shape with trials that train for longer than a Ray worker takes to start, as real ones
-do) and `paper-ratio` (those trials, with PROTOCOL.md's 8 : 1 ratio of baseline to fine-tune epochs). `--cluster local` runs everything on `s4op cluster local up --workers 2` (two 1-CPU worker
-nodes, a head without CPUs) instead of the embedded Ray; the nodes' processes are counted by session. `--sweep-nice`
-runs one sweep per driver niceness (`S4OP_SWEEP_DRIVER_NICE`), `--sequential-nice` one sequential
-phase per niceness of its drivers (`nice -n`), `--sweep-first` puts the sweeps first.
+scaled down: a longer baseline, 1 fine-tune epoch, 3 seeds per rate on 2 slots), `train-bound` (the
+same shape with trials that train for longer than a Ray worker takes to start, as real ones do) and
+`paper-ratio` (those trials with PROTOCOL.md's 8 : 1 ratio of baseline to fine-tune epochs).
+`--cluster local` runs everything on `s4op cluster local up --workers 2` (two 1-CPU worker nodes, a
+head without CPUs) instead of the embedded Ray; the nodes' processes are counted by session.
+`--sweep-nice` runs one sweep per driver niceness (`S4OP_SWEEP_DRIVER_NICE`), `--sequential-nice` one
+sequential phase per niceness of its drivers (`nice -n`), `--sweep-first` puts the sweeps first.
 
     .venv/bin/python benchmarks/bench_sweep.py --workload small --sweep-nice 0 10
     .venv/bin/python benchmarks/bench_sweep.py --workload train-bound --cluster local
+    .venv/bin/python benchmarks/bench_sweep.py --workload paper-ratio --cluster local [--sweep-first]
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ WORKLOADS = {  # baseline epochs, fine-tune epochs, seeds per rate (rates 0.3 an
     "small": {"epochs": 4, "finetune_epochs": 2, "seeds": [7, 42]},  # the first measurement's workload
     # PROTOCOL.md's proportions scaled down: long baseline, more seeds than slots
     "protocol": {"epochs": 10, "finetune_epochs": 1, "seeds": [7, 42, 123]},
-    # trials that train for longer than a Ray worker takes to start (~5 s an epoch here), as real ones do
+    # trials that train for longer than a Ray worker takes to start (~4 s an epoch here), as real ones do
     "train-bound": {"epochs": 6, "finetune_epochs": 2, "seeds": [7, 42, 123], "train": 8000, "max_len": 128,
                     "d_model": 64, "n_layers": 4, "d_state": 32},
     # the same trials with PROTOCOL.md's ListOps S4D ratio of baseline to fine-tune epochs (40 : 5 = 8 : 1)
