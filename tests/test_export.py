@@ -51,6 +51,20 @@ def test_scan_form_equals_the_fft_convolution(L, disc, init, bypass):
         np.testing.assert_allclose(ex.deployable(model, L, "scan")(x).numpy(), model(x).numpy(), atol=1e-5)
 
 
+def test_a_layer_holding_few_channels_takes_longer_chunks_and_still_equals_the_model():
+    # one kept channel -> 256-step chunks, 2-8 -> 128, more -> 64 (fewer state updates where per-node
+    # overhead is all there is); L 600 gives a partial last chunk in each
+    torch.manual_seed(3)
+    spec = ModelSpec(kind="s4d", d_input=10, d_output=3, d_model=12, n_layers=3, d_state=16)
+    model = compact(S4Model(spec).eval(), [[4], [0, 3, 5, 7, 9], list(range(12))], bypass="identity")
+    module = ex.deployable(model, 600, "scan")
+    assert [block.conv.T for block in module.model.blocks] == [256, 128, 64]
+    assert [block.conv.C for block in module.model.blocks] == [3, 5, 10]
+    x = ex.example_input(model, 1, 600)
+    with torch.no_grad():
+        np.testing.assert_allclose(module(x).numpy(), model(x).numpy(), atol=1e-5)
+
+
 def test_auto_form_is_scan_only_for_unidirectional_s4d():
     assert ex.deployable(_model(), 16, "auto").form == "scan"
     assert ex.deployable(_model(bidirectional=True), 16, "auto").form == "fft"

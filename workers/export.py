@@ -57,17 +57,21 @@ class CachedSSMConv(nn.Module):
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """u (B H L) -> (B H L) (identity bypass) or (B H_kept L) (zero bypass)."""
-        L = u.shape[-1]
         u_kept = u if self.dense else u.index_select(1, self.kept)  # (B H_kept L)
+        y = self.ssm(u_kept)  # (B H_kept L)
+        if self.bypass == "zero" or self.dense:
+            return y
+        return torch.cat([y, u.index_select(1, self.pruned)], dim=1)  # (B H L) kept-first
+
+    def ssm(self, u_kept: torch.Tensor) -> torch.Tensor:
+        """K * u + D u on the held channels: u_kept (B H_kept L) -> (B H_kept L)."""
+        L = u_kept.shape[-1]
         u_f = torch.view_as_real(torch.fft.rfft(u_kept, n=2 * L))  # (B H_kept L+1 2)
         ur, ui = u_f[..., 0], u_f[..., 1]  # (B H_kept L+1)
         yr = ur * self.k_real - ui * self.k_imag  # (B H_kept L+1)
         yi = ur * self.k_imag + ui * self.k_real  # (B H_kept L+1)
         y = torch.fft.irfft(torch.complex(yr, yi), n=2 * L)[..., :L]  # (B H_kept L)
-        y = y + self.D[:, None] * u_kept  # (B H_kept L)
-        if self.bypass == "zero" or self.dense:
-            return y
-        return torch.cat([y, u.index_select(1, self.pruned)], dim=1)  # (B H L) kept-first
+        return y + self.D[:, None] * u_kept  # (B H_kept L)
 
 
 class ScanSSMConv(nn.Module):
@@ -78,23 +82,26 @@ class ScanSSMConv(nn.Module):
       y[t] = sum_{i<=j} W[i,j] u[cT+i]                  intra-chunk: U (C T) @ W (T T), W[i,j] = K[j-i] (+ D on i = j)
            + Re(sum_n dC_n a_n^(j+1) x_c,n)             carry: X (C N) @ Q (N T), Q[n,j] = dC_n a_n^(j+1)
     where x_c is the state after chunk c-1: e_c = U_c @ P, P[i,n] = a_n^(T-1-i) dB_n (chunk-local end
-    states), and x_c = a^T x_{c-1} + e_{c-1}, x_0 = 0, one step per chunk on (B H_kept N/2) complex
-    states held as [real | imaginary] halves (N columns). Cost per channel
-    ~ L (T + 2N) real multiply-adds in three batched matmuls, plus C - 1 small state updates; D u is
-    folded into W's diagonal. All constants are precomputed in float64 and stored as float32 real
-    buffers. Unidirectional S4D only (the kernel must have `discrete()`).
+    states), and x_c = a^T x_{c-1} + e_{c-1}, x_0 = 0, one step per chunk on (B H_kept 1 N/2) complex
+    states held as real and imaginary parts. Cost per channel ~ L (T + 2N) real multiply-adds in
+    three batched matmuls, plus C - 2 small state updates; D u is folded into W's diagonal. All
+    constants are precomputed in float64 and stored as float32 real buffers. Unidirectional S4D
+    only (the kernel must have `discrete()`).
 
     This form is shaped for ONNX Runtime (`benchmarks/RESULTS.md`, issue 18): a sequential state
-    update of C - 1 steps on (B H N/2) tensors costs less there than a log2(C)-step doubling scan over
-    (B H N/2 C) tensors, whose per-mode multipliers ORT broadcasts slowly.
+    update of C - 2 steps on (B H N/2) tensors costs less there than a log2(C)-step doubling scan over
+    (B H N/2 C) tensors, whose per-mode multipliers ORT broadcasts slowly. Each update is 8 element-wise
+    nodes: the chunk-local states are cut by one Split per part and the states joined by one Concat
+    per part at the end, never gathered or stacked per step. A layer holding few channels is all
+    per-node overhead, so it takes longer chunks (`chunk_length`).
     """
 
-    def __init__(self, conv, L: int, T: int = 64):
+    def __init__(self, conv, L: int, T: int | None = None):
         super().__init__()
         kernel = conv.kernel
         if not hasattr(kernel, "discrete") or getattr(kernel, "bidirectional", False):
             raise ConfigError("export form 'scan': expected a unidirectional S4D model (use form 'fft')")
-        T = max(1, min(T, L))
+        T = max(1, min(T or chunk_length(len(conv.kept)), L))
         C = -(-L // T)
         with torch.no_grad():
             dA, dB, dC = copy.deepcopy(kernel).double().discrete()  # (H_kept N/2) complex128 each
@@ -120,28 +127,48 @@ class ScanSSMConv(nn.Module):
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """u (B H L) -> (B H L) (identity bypass) or (B H_kept L) (zero bypass)."""
-        B, L, T, C = u.shape[0], u.shape[-1], self.T, self.C
-        n = self.A_real.shape[-1]  # N/2
         u_kept = u if self.dense else u.index_select(1, self.kept)  # (B H_kept L)
+        y = self.ssm(u_kept)  # (B H_kept L)
+        if self.bypass == "zero" or self.dense:
+            return y
+        return torch.cat([y, u.index_select(1, self.pruned)], dim=1)  # (B H L) kept-first
+
+    def ssm(self, u_kept: torch.Tensor) -> torch.Tensor:
+        """K * u + D u on the held channels: u_kept (B H_kept L) -> (B H_kept L)."""
+        B, L, T, C = u_kept.shape[0], u_kept.shape[-1], self.T, self.C
         if C * T != L:
             u_kept = nn.functional.pad(u_kept, (0, C * T - L))  # (B H_kept C*T)
         U = u_kept.reshape(B, -1, C, T)  # (B H_kept C T)
         y = U @ self.W  # (B H_kept C T) intra-chunk, D u included
         E = U @ self.P  # (B H_kept C N) chunk-local end states, real | imaginary
-        ar, ai = self.A_real, self.A_imag  # (H_kept N/2)
-        er, ei = E[..., :n], E[..., n:]  # (B H_kept C N/2)
-        xr, xi = er[:, :, 0], ei[:, :, 0]  # (B H_kept N/2) state before chunk 1
-        states = [torch.zeros_like(torch.cat([xr, xi], -1)), torch.cat([xr, xi], -1)]  # C x (B H_kept N)
-        for c in range(1, C - 1):  # x_{c+1} = a^T x_c + e_c
-            xr, xi = ar * xr - ai * xi + er[:, :, c], ar * xi + ai * xr + ei[:, :, c]  # (B H_kept N/2)
-            states.append(torch.cat([xr, xi], -1))
-        X = torch.stack(states[:C], 2)  # (B H_kept C N)
+        X = self._carry(E) if C > 1 else torch.zeros_like(E)  # (B H_kept C N)
         y = (y + X @ self.Q).reshape(B, -1, C * T)  # (B H_kept C*T)
-        if C * T != L:
-            y = y[..., :L]  # (B H_kept L)
-        if self.bypass == "zero" or self.dense:
-            return y
-        return torch.cat([y, u.index_select(1, self.pruned)], dim=1)  # (B H L) kept-first
+        return y[..., :L] if C * T != L else y  # (B H_kept L)
+
+    def _carry(self, E: torch.Tensor) -> torch.Tensor:
+        """States before each chunk, x_0 = 0, x_{c+1} = a^T x_c + e_c: E (B H_kept C N) -> (B H_kept C N)."""
+        n = self.A_real.shape[-1]  # N/2
+        ar, ai = self.A_real[:, None], self.A_imag[:, None]  # (H_kept 1 N/2)
+        er, ei = E[..., :n].split(1, 2), E[..., n:].split(1, 2)  # C x (B H_kept 1 N/2) each
+        xr, xi = er[0], ei[0]  # (B H_kept 1 N/2) state before chunk 1
+        real, imag = [torch.zeros_like(xr), xr], [torch.zeros_like(xi), xi]
+        for c in range(1, self.C - 1):
+            xr, xi = ar * xr - ai * xi + er[c], ar * xi + ai * xr + ei[c]  # (B H_kept 1 N/2)
+            real.append(xr)
+            imag.append(xi)
+        return torch.cat([torch.cat(real, 2), torch.cat(imag, 2)], -1)  # (B H_kept C N)
+
+
+def chunk_length(kept: int) -> int:
+    """The scan form's chunk length T for a layer holding `kept` channels: 256 for one, 128 for 2-8, else 64.
+
+    Per layer the matmuls cost ~ kept L (T + 2N) and the carry C - 2 steps of 8 small nodes, so a
+    layer holding few channels is all per-node overhead. One layer in ONNX Runtime (L 2048, N 64,
+    1 thread, wall p50 ms at T 64 / 128 / 256, one interleaved run): 1 channel 0.31 / 0.22 / 0.18,
+    2 channels 0.27 / 0.21 / 0.25, 4 channels 0.32 / 0.28 / 0.38, 8 channels 0.41 / 0.40 / 0.68,
+    16 channels 0.57 / 0.66 / 1.26, 128 channels 2.97 / 4.23 / 8.74.
+    """
+    return 256 if kept <= 1 else 128 if kept <= 8 else 64
 
 
 FORMS = ("auto", "fft", "scan")
