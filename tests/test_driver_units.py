@@ -42,6 +42,22 @@ def test_stage_latency_records_the_protocol_for_every_model(tmp_path):
             assert fig["device"] == "cpu" and fig["repeats"] >= 30 and 0 < fig["p50_ms"] <= fig["p90_ms"]
 
 
+def test_view_counts_a_seed_waiting_at_a_halving_rung_as_paused_not_running():
+    out = io.StringIO()
+    view = SearchView(n_stages=1, search="s", live=False, stream=out)
+    view.stage_started(1, 0.5, 4)
+    for seed in ("seed-7", "seed-42"):
+        view.trial_event(seed, "start")
+    view.trial_event("seed-7", "paused", 0.41)  # its worker freed: another seed starts
+    view.trial_event("seed-123", "start")
+    assert view.status_line().split(": ", 1)[1].startswith("2 running, 1 paused, 0 done")
+    assert "(seed-7 paused at a rung val 0.4100)" in out.getvalue()
+    view.trial_event("seed-7", "start")  # kept at the rung: runs on from its checkpoint
+    view.trial_event("seed-42", "stopped")  # not kept
+    assert view.running == {"seed-7", "seed-123"} and not view.paused and view.done == {"seed-42"}
+    assert "1 done" in view.status_line() and "paused" not in view.status_line()
+
+
 def test_view_prints_progress_lines_and_the_table_ii_summary():
     out = io.StringIO()
     view = SearchView(n_stages=2, search="s", live=False, stream=out)

@@ -112,6 +112,10 @@ def test_halving_waits_for_every_seed_at_a_rung_then_keeps_the_best_half(tmp_pat
     # of the two kept at epoch 1 at most one reported last: the other waited (paused) and ran on from its checkpoint
     assert any(r["resumed"] and r["from_epoch"] == 1 for r in starts(search_dir, 1)), starts(search_dir, 1)
     assert next(s for s in ledger.stage_rows(search_dir) if s.stage == 1).n_failed == 0
+    # the console counts a seed waiting at the rung as paused: never more running than the 2 slots
+    lines = [x for x in done.stdout.splitlines() if "stage 1 of 1 at rate 0.5:" in x]
+    assert lines and max(int(x.split(": ")[1].split(" running")[0]) for x in lines) <= 2, "\n".join(lines)
+    assert any("paused at a rung" in x for x in lines) and any(" paused, " in x for x in lines), "\n".join(lines)
     # resume after the stage's trials ended but before its ledger rows: nothing re-runs, stopped stays stopped
     assert_resume_keeps_stopped(search_dir, 1, {t.trial_id for t in rows if t.status == "stopped"}, tmp_path)
 
@@ -130,3 +134,5 @@ def test_halving_over_optuna_samples_keeps_the_best_half_of_the_samples(tmp_path
     assert by_status == {"completed": [3], "stopped": [1, 1, 2]}, [(t.trial_id, t.status, t.epochs_run) for t in rows]
     assert next(t for t in rows if t.is_best).status == "completed"
     assert len({t.lr for t in rows}) == 4  # Optuna's samples, not a grid of seeds
+    lines = [x for x in done.stdout.splitlines() if "stage 1 of 1 at rate 0.5:" in x]  # paused ones not running
+    assert lines and max(int(x.split(": ")[1].split(" running")[0]) for x in lines) <= 2, "\n".join(lines)

@@ -146,6 +146,8 @@ class _SeedHalving(FIFOScheduler):
             return self.CONTINUE
         verdict = self.halving.on_result(trial.trial_id, int(result["epoch"]), result.get(self._metric))
         self._apply(tune_controller, verdict)
+        if verdict.action == "wait":  # Tune's callbacks have no pause event: the console hears it here
+            ViewEvents().trial_paused(_TrialEvents._of(trial)[2], result.get(self._metric))
         return {"continue": self.CONTINUE, "wait": self.PAUSE, "stop": self.STOP}[verdict.action]
 
     def on_trial_complete(self, tune_controller, trial, result):
@@ -169,6 +171,7 @@ class _SeedHalving(FIFOScheduler):
         for t in tune_controller.get_trials():
             if t.trial_id in verdict.stop and t.status == t.PAUSED:
                 tune_controller.stop_trial(t)
+                ViewEvents().trial_stopped(_TrialEvents._of(t)[2])
 
     def choose_trial_to_run(self, tune_controller):
         trials = tune_controller.get_trials()

@@ -33,6 +33,7 @@ class SearchView:
         self.t0 = time.time()
         self.stage, self.rate, self.n_trials = 0, 0.0, 0
         self.running, self.done, self.failed = set(), set(), set()
+        self.paused: set = set()  # seeds waiting at a halving rung (no worker held)
         self.best: dict | None = None
         self.dense: dict | None = None  # stage 0's row: the reference of "within noise"
         self.stage_times: list[float] = []
@@ -67,7 +68,7 @@ class SearchView:
     # -- events ------------------------------------------------------------------------------
     def stage_started(self, k: int, rate: float, n_trials: int) -> None:
         self.stage, self.rate, self.n_trials = k, rate, n_trials
-        self.running, self.done, self.failed = set(), set(), set()
+        self.running, self.done, self.failed, self.paused = set(), set(), set(), set()
         self.stage_t0 = time.time()
         what = "dense baseline" if k == 0 else f"rate {rate:g}, {n_trials} trials"
         self._emit(f"[{self.elapsed()}] stage {k} of {self.n_stages}: {what}")
@@ -76,12 +77,19 @@ class SearchView:
         self._emit(f"[{self.elapsed()}] stage {k} of {self.n_stages} (rate {rate:g}): already completed, skipped")
 
     def trial_event(self, trial: str, event: str, val_metric=None) -> None:
+        """event: start (again after a pause), paused (at a halving rung), done, stopped (at a rung), failed."""
         if event == "start":
+            self.paused.discard(trial)
             self.running.add(trial)
-        elif event in ("done", "failed"):
+        elif event == "paused":
             self.running.discard(trial)
-            (self.done if event == "done" else self.failed).add(trial)
-        self._emit(self.status_line() + f"  ({trial} {event}{'' if val_metric is None else ' val ' + _fmt(val_metric, '.4f')})")
+            self.paused.add(trial)
+        elif event in ("done", "stopped", "failed"):
+            self.running.discard(trial)
+            self.paused.discard(trial)
+            (self.failed if event == "failed" else self.done).add(trial)
+        what = {"paused": "paused at a rung", "stopped": "stopped at a rung"}.get(event, event)
+        self._emit(self.status_line() + f"  ({trial} {what}{'' if val_metric is None else ' val ' + _fmt(val_metric, '.4f')})")
 
     def stage_finished(self, k: int, row) -> None:
         from orchestrator.latency_noise import latency_change_text
@@ -118,7 +126,8 @@ class SearchView:
     def status_line(self) -> str:
         best = "-" if self.best is None else f"{self.best.get('best_trial_id')} val {_fmt(self.best.get('val_metric'), '.4f')}"
         return (f"[{self.elapsed()}] stage {self.stage} of {self.n_stages} at rate {self.rate:g}: "
-                f"{len(self.running)} running, {len(self.done)} done, {len(self.failed)} failed of {self.n_trials}; "
+                f"{len(self.running)} running, {f'{len(self.paused)} paused, ' if self.paused else ''}"
+                f"{len(self.done)} done, {len(self.failed)} failed of {self.n_trials}; "
                 f"best so far {best}; ETA {self.eta()}")
 
     def _panel(self):
@@ -187,3 +196,11 @@ class ViewEvents:
     def trial_failed(self, name: str) -> None:
         if _CURRENT is not None:
             _CURRENT.trial_event(name, "failed")
+
+    def trial_paused(self, name: str, val_metric=None) -> None:
+        if _CURRENT is not None:
+            _CURRENT.trial_event(name, "paused", val_metric)
+
+    def trial_stopped(self, name: str) -> None:
+        if _CURRENT is not None and name not in _CURRENT.done:
+            _CURRENT.trial_event(name, "stopped")
