@@ -280,6 +280,13 @@ def _node_args(object_store_mb: int) -> list[str]:
     ]
 
 
+def _head_metric_ports() -> dict[str, str]:
+    """Free ports for the head's autoscaler (monitor) and dashboard metrics, which Ray otherwise
+    binds to fixed ports (44217, 44227) read from these variables: a second cluster on the same
+    machine (two test workers, two users) would find them taken."""
+    return {"AUTOSCALER_METRIC_PORT": str(free_port()), "DASHBOARD_METRIC_PORT": str(free_port())}
+
+
 def _ray_executable() -> str:
     here = Path(sys.executable).parent / "ray"
     if here.exists():
@@ -382,7 +389,7 @@ def start_local_cluster(
              "--include-dashboard", "true" if dashboard else "false",
              "--dashboard-host", NODE_IP, "--dashboard-port", str(dashboard_port),
              "--ray-client-server-port", str(free_port()), *_node_args(object_store_mb)],
-            node_env, head_log,
+            {**node_env, **_head_metric_ports()}, head_log,
         )
         state.nodes.append(LocalNode("head", 0, head.pid, head_cpus, str(head_log), time.time(),
                                      start_ticks(head.pid)))

@@ -203,6 +203,21 @@ def test_every_listening_socket_is_one_the_readme_admits(cluster):
 
 
 @live
+def test_a_second_cluster_on_this_machine_listens_on_none_of_the_first_ones_ports(cluster, tmp_path):
+    # Ray's autoscaler and dashboard metrics ports are fixed unless `up` picks free ones
+    second = tmp_path / "second.json"
+    start_local_cluster(0, state_path=second, dashboard=True)
+    try:
+        first_ports = {s.port for s in listening_sockets(_all_pids(cluster["path"]))}
+        second_sockets = listening_sockets(_all_pids(second))
+        assert {s.kind for s in second_sockets} >= {"gcs_server", "raylet", "dashboard", "monitor"}
+        shared = sorted({(s.kind, s.port) for s in second_sockets if s.port in first_ports})
+        assert shared == []  # with Ray's fixed ports the second monitor listened on nothing at all
+    finally:
+        stop_local_cluster(second)
+
+
+@live
 def test_down_after_dashboard_leaves_nothing_in_tmp(cluster, capsys):
     state, path = cluster["state"], cluster["path"]
     held = {p for p in open_paths(_all_pids(path)) if p.startswith(TMP + "/")}
