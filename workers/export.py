@@ -35,7 +35,36 @@ FORMATS = ("safetensors", "onnx", "torchscript")
 
 # ---- convolution form ---------------------------------------------------------------------------
 
-class CachedSSMConv(nn.Module):
+class FrozenSSMConv(nn.Module):
+    """One layer's SSM operators frozen at a fixed length; subclasses give `ssm` on the held channels.
+
+    With identity bypass the output keeps the original channel order: the input with the kept rows
+    replaced (one scatter; ONNX `ScatterND`), where the eager layer outputs kept-first (a gather of
+    the pruned rows and a concat, two copies of (B H L)); `Deployable` permutes the mixing layer's
+    columns to match.
+    """
+
+    def _frozen(self, conv) -> None:
+        self.channels, self.bypass = conv.channels, conv.bypass
+        self.dense = len(conv.kept) == conv.channels
+        self.register_buffer("kept", conv.kept.clone())  # (H_kept)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """u (B H L) -> (B H L) (identity bypass, original channel order) or (B H_kept L) (zero bypass)."""
+        if self.dense:
+            return self.ssm(u)  # (B H L)
+        y = self.ssm(u.index_select(1, self.kept))  # (B H_kept L)
+        if self.bypass == "zero":
+            return y
+        if u.shape[0] == 1:  # scatter along the first axis: no transposes around ONNX's ScatterND
+            return u.flatten(0, 1).index_copy(0, self.kept, y.flatten(0, 1))[None]  # (1 H L): pruned rows = u
+        return u.index_copy(1, self.kept, y)  # (B H L): pruned rows = u
+
+    def ssm(self, u_kept: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class CachedSSMConv(FrozenSSMConv):
     """One layer's SSM operators at a fixed length L with the kernel spectrum frozen (real buffers)."""
 
     def __init__(self, conv, L: int):
@@ -46,22 +75,10 @@ class CachedSSMConv(nn.Module):
             k_f = conv.kernel_fft(L).detach()  # (H_kept L+1) complex
             conv.train(was)
         self.L = L
-        self.channels = conv.channels
-        self.bypass = conv.bypass
-        self.dense = len(conv.kept) == conv.channels
-        self.register_buffer("kept", conv.kept.clone())  # (H_kept)
-        self.register_buffer("pruned", conv.pruned.clone())  # (H - H_kept), output after the kept rows
+        self._frozen(conv)
         self.register_buffer("k_real", k_f.real.contiguous())  # (H_kept L+1)
         self.register_buffer("k_imag", k_f.imag.contiguous())  # (H_kept L+1)
         self.register_buffer("D", conv.D.detach().clone())  # (H_kept)
-
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        """u (B H L) -> (B H L) (identity bypass) or (B H_kept L) (zero bypass)."""
-        u_kept = u if self.dense else u.index_select(1, self.kept)  # (B H_kept L)
-        y = self.ssm(u_kept)  # (B H_kept L)
-        if self.bypass == "zero" or self.dense:
-            return y
-        return torch.cat([y, u.index_select(1, self.pruned)], dim=1)  # (B H L) kept-first
 
     def ssm(self, u_kept: torch.Tensor) -> torch.Tensor:
         """K * u + D u on the held channels: u_kept (B H_kept L) -> (B H_kept L)."""
@@ -74,7 +91,7 @@ class CachedSSMConv(nn.Module):
         return y + self.D[:, None] * u_kept  # (B H_kept L)
 
 
-class ScanSSMConv(nn.Module):
+class ScanSSMConv(FrozenSSMConv):
     """One layer's S4D operators at a fixed length L as a chunked scan: matmuls, no FFT.
 
     With chunks of T steps (C = ceil(L/T) chunks, u zero-padded on the right), a = dA, and the
@@ -82,18 +99,19 @@ class ScanSSMConv(nn.Module):
       y[t] = sum_{i<=j} W[i,j] u[cT+i]                  intra-chunk: U (C T) @ W (T T), W[i,j] = K[j-i] (+ D on i = j)
            + Re(sum_n dC_n a_n^(j+1) x_c,n)             carry: X (C N) @ Q (N T), Q[n,j] = dC_n a_n^(j+1)
     where x_c is the state after chunk c-1: e_c = U_c @ P, P[i,n] = a_n^(T-1-i) dB_n (chunk-local end
-    states), and x_c = a^T x_{c-1} + e_{c-1}, x_0 = 0, one step per chunk on (B H_kept 1 N/2) complex
-    states held as real and imaginary parts. Cost per channel ~ L (T + 2N) real multiply-adds in
+    states), and x_c = a^T x_{c-1} + e_{c-1}, x_0 = 0, one step per chunk on (B H_kept 1 2 N/2) complex
+    states held as real over imaginary part. Cost per channel ~ L (T + 2N) real multiply-adds in
     three batched matmuls, plus C - 2 small state updates; D u is folded into W's diagonal. All
     constants are precomputed in float64 and stored as float32 real buffers. Unidirectional S4D
     only (the kernel must have `discrete()`).
 
     This form is shaped for ONNX Runtime (`benchmarks/RESULTS.md`, issue 18): a sequential state
     update of C - 2 steps on (B H N/2) tensors costs less there than a log2(C)-step doubling scan over
-    (B H N/2 C) tensors, whose per-mode multipliers ORT broadcasts slowly. Each update is 8 element-wise
-    nodes: the chunk-local states are cut by one Split per part and the states joined by one Concat
-    per part at the end, never gathered or stacked per step. A layer holding few channels is all
-    per-node overhead, so it takes longer chunks (`chunk_length`).
+    (B H N/2 C) tensors, whose per-mode multipliers ORT broadcasts slowly. Each update is 5 nodes
+    (a^T x = A1 x + A2 flip(x), the flip swapping the real and imaginary parts, then + e): the
+    chunk-local states are cut by one Split and the states joined by one Concat at the end, never
+    gathered or stacked per step. A layer holding few channels is all per-node overhead, so it takes
+    longer chunks (`chunk_length`).
     """
 
     def __init__(self, conv, L: int, T: int | None = None):
@@ -115,23 +133,12 @@ class ScanSSMConv(nn.Module):
             Q = dC[..., None] * powers * dA[..., None]  # (H_kept N/2 T): dC a^(j+1)
             A_T = dA ** T  # (H_kept N/2)
         self.L, self.T, self.C = L, T, C
-        self.channels, self.bypass = conv.channels, conv.bypass
-        self.dense = len(conv.kept) == conv.channels
-        self.register_buffer("kept", conv.kept.clone())  # (H_kept)
-        self.register_buffer("pruned", conv.pruned.clone())  # (H - H_kept), output after the kept rows
+        self._frozen(conv)
         self.register_buffer("W", W.float().contiguous())  # (H_kept T T)
         self.register_buffer("P", torch.cat([P.real, P.imag], -1).float().contiguous())  # (H_kept T N)
         self.register_buffer("Q", torch.cat([Q.real, -Q.imag], 1).float().contiguous())  # (H_kept N T)
-        self.register_buffer("A_real", A_T.real.float().contiguous())  # (H_kept N/2)
-        self.register_buffer("A_imag", A_T.imag.float().contiguous())  # (H_kept N/2)
-
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        """u (B H L) -> (B H L) (identity bypass) or (B H_kept L) (zero bypass)."""
-        u_kept = u if self.dense else u.index_select(1, self.kept)  # (B H_kept L)
-        y = self.ssm(u_kept)  # (B H_kept L)
-        if self.bypass == "zero" or self.dense:
-            return y
-        return torch.cat([y, u.index_select(1, self.pruned)], dim=1)  # (B H L) kept-first
+        self.register_buffer("A1", torch.stack([A_T.real, A_T.real], 1)[:, None].float().contiguous())  # (H_kept 1 2 N/2)
+        self.register_buffer("A2", torch.stack([-A_T.imag, A_T.imag], 1)[:, None].float().contiguous())  # (H_kept 1 2 N/2)
 
     def ssm(self, u_kept: torch.Tensor) -> torch.Tensor:
         """K * u + D u on the held channels: u_kept (B H_kept L) -> (B H_kept L)."""
@@ -147,31 +154,29 @@ class ScanSSMConv(nn.Module):
 
     def _carry(self, E: torch.Tensor) -> torch.Tensor:
         """States before each chunk, x_0 = 0, x_{c+1} = a^T x_c + e_c: E (B H_kept C N) -> (B H_kept C N)."""
-        n = self.A_real.shape[-1]  # N/2
-        ar, ai = self.A_real[:, None], self.A_imag[:, None]  # (H_kept 1 N/2)
-        er, ei = E[..., :n].split(1, 2), E[..., n:].split(1, 2)  # C x (B H_kept 1 N/2) each
-        xr, xi = er[0], ei[0]  # (B H_kept 1 N/2) state before chunk 1
-        real, imag = [torch.zeros_like(xr), xr], [torch.zeros_like(xi), xi]
+        B, n = E.shape[0], E.shape[-1] // 2  # N/2
+        e = E.reshape(B, -1, self.C, 2, n).split(1, 2)  # C x (B H_kept 1 2 N/2): real over imaginary
+        x = e[0]  # (B H_kept 1 2 N/2) state before chunk 1
+        states = [torch.zeros_like(x), x]
         for c in range(1, self.C - 1):
-            xr, xi = ar * xr - ai * xi + er[c], ar * xi + ai * xr + ei[c]  # (B H_kept 1 N/2)
-            real.append(xr)
-            imag.append(xi)
-        return torch.cat([torch.cat(real, 2), torch.cat(imag, 2)], -1)  # (B H_kept C N)
-
+            x = self.A1 * x + self.A2 * x.flip(3) + e[c]  # (B H_kept 1 2 N/2): a^T x + e
+            states.append(x)
+        return torch.cat(states, 2).reshape(B, -1, self.C, 2 * n)  # (B H_kept C N)
 
 def chunk_length(kept: int) -> int:
-    """The scan form's chunk length T for a layer holding `kept` channels: 256 for one, 128 for 2-8, else 64.
+    """The scan form's chunk length T for a layer holding `kept` channels: 256 for one, 128 for 2-4, else 64.
 
-    Per layer the matmuls cost ~ kept L (T + 2N) and the carry C - 2 steps of 8 small nodes, so a
+    Per layer the matmuls cost ~ kept L (T + 2N) and the carry C - 2 steps of 5 small nodes, so a
     layer holding few channels is all per-node overhead. One layer in ONNX Runtime (L 2048, N 64,
-    1 thread, wall p50 ms at T 64 / 128 / 256, one interleaved run): 1 channel 0.31 / 0.22 / 0.18,
-    2 channels 0.27 / 0.21 / 0.25, 4 channels 0.32 / 0.28 / 0.38, 8 channels 0.41 / 0.40 / 0.68,
-    16 channels 0.57 / 0.66 / 1.26, 128 channels 2.97 / 4.23 / 8.74.
+    1 thread, wall p50 ms at T 64 / 128 / 256, one interleaved run, 2026-12-03): 1 channel 0.148 /
+    0.102 / 0.099, 2 channels 0.146 / 0.124 / 0.165, 4 channels 0.179 / 0.169 / 0.264, 8 channels
+    0.231 / 0.255 / 0.461, 16 channels 0.340 / 0.431 / 0.852, 128 channels 1.91 / 3.14 / 6.05.
     """
-    return 256 if kept <= 1 else 128 if kept <= 8 else 64
+    return 256 if kept <= 1 else 128 if kept <= 4 else 64
 
 
 FORMS = ("auto", "fft", "scan")
+CHANNEL_ORDER = "original"  # the frozen layers' output order with identity bypass (`FrozenSSMConv`)
 
 
 def resolve_form(model: S4Model, form: str) -> str:
@@ -193,6 +198,9 @@ class Deployable(nn.Module):
         self.length = L
         self.form = resolve_form(model, form)
         for block in self.model.blocks:
+            if block.conv.bypass == "identity" and len(block.conv.kept) < block.conv.channels:
+                with torch.no_grad():  # the frozen layer outputs the original order, the eager one kept-first
+                    block.mix.weight.copy_(block.mix.weight[:, torch.argsort(block.conv.order)])  # (2H H)
             block.conv = CachedSSMConv(block.conv, L) if self.form == "fft" else ScanSSMConv(block.conv, L)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -345,6 +353,7 @@ def describe(model: S4Model, module: nn.Module) -> dict:
             "streaming": isinstance(module, Streaming),
             "length": None if isinstance(module, Streaming) else module.length,
             "form": "step" if isinstance(module, Streaming) else module.form,
+            "channel_order": None if isinstance(module, Streaming) else CHANNEL_ORDER,
             "inputs": input_names(module), "outputs": output_names(module)}
 
 
@@ -456,6 +465,9 @@ def load_safetensors_export(path: str | Path) -> nn.Module:
         raise ConfigError(f"{path}: no s4op metadata in the safetensors header; expected a file from `s4op export`")
     meta = json.loads(header["s4op"])
     model = S4Model(ModelSpec.from_dict(meta["spec"]), kept=meta["kept"], bypass=meta["bypass"]).eval()
+    if not meta.get("streaming") and meta.get("channel_order") != CHANNEL_ORDER:
+        raise ConfigError(f"{path}: written by an older s4op (its layers' buffers and channel order differ from "
+                          f"this version's); export the model again with `s4op export`")
     module = streaming(model) if meta.get("streaming") else deployable(model, int(meta["length"]),
                                                                          meta.get("form", "fft"))
     module.load_state_dict(load_file(str(path)))
