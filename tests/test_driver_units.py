@@ -53,6 +53,7 @@ def test_view_counts_a_seed_waiting_at_a_halving_rung_as_paused_not_running():
     assert view.status_line().split(": ", 1)[1].startswith("2 running, 1 paused, 0 done")
     assert "(seed-7 paused at a rung val 0.4100)" in out.getvalue()
     view.trial_event("seed-7", "start")  # kept at the rung: runs on from its checkpoint
+    assert out.getvalue().count("(seed-7 start)") == 1 and "(seed-7 kept at its rung, runs on)" in out.getvalue()
     view.trial_event("seed-42", "stopped")  # not kept
     assert view.running == {"seed-7", "seed-123"} and not view.paused and view.done == {"seed-42"}
     assert "1 done" in view.status_line() and "paused" not in view.status_line()

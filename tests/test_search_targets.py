@@ -116,6 +116,7 @@ def test_halving_waits_for_every_seed_at_a_rung_then_keeps_the_best_half(tmp_pat
     lines = [x for x in done.stdout.splitlines() if "stage 1 of 1 at rate 0.5:" in x]
     assert lines and max(int(x.split(": ")[1].split(" running")[0]) for x in lines) <= 2, "\n".join(lines)
     assert any("paused at a rung" in x for x in lines) and any(" paused, " in x for x in lines), "\n".join(lines)
+    assert any("kept at its rung, runs on" in x for x in lines), "\n".join(lines)  # said so, not a second "start"
     # resume after the stage's trials ended but before its ledger rows: nothing re-runs, stopped stays stopped
     assert_resume_keeps_stopped(search_dir, 1, {t.trial_id for t in rows if t.status == "stopped"}, tmp_path)
 

@@ -78,6 +78,7 @@ class SearchView:
 
     def trial_event(self, trial: str, event: str, val_metric=None) -> None:
         """event: start (again after a pause), paused (at a halving rung), done, stopped (at a rung), failed."""
+        resumed = event == "start" and trial in self.paused
         if event == "start":
             self.paused.discard(trial)
             self.running.add(trial)
@@ -88,7 +89,8 @@ class SearchView:
             self.running.discard(trial)
             self.paused.discard(trial)
             (self.failed if event == "failed" else self.done).add(trial)
-        what = {"paused": "paused at a rung", "stopped": "stopped at a rung"}.get(event, event)
+        what = "kept at its rung, runs on" if resumed else \
+            {"paused": "paused at a rung", "stopped": "stopped at a rung"}.get(event, event)
         self._emit(self.status_line() + f"  ({trial} {what}{'' if val_metric is None else ' val ' + _fmt(val_metric, '.4f')})")
 
     def stage_finished(self, k: int, row) -> None:
