@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from hardening_search import remove_ray_tmp_dirs
+
 
 @pytest.fixture
 def one_thread():
@@ -11,3 +13,10 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _ray_tmp_dirs_removed():
+    """The /tmp/s4r* Ray folders (sockets, logs) that a test's searches used go with the test."""
+    yield
+    remove_ray_tmp_dirs()

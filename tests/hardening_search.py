@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,11 +31,21 @@ def tiny_config(folder: Path, name: str = "tiny", rates=(0.3, 0.5)) -> Path:
     return write_config(folder / f"{name}.yaml", cfg)
 
 
+RAY_TMP_DIRS: list[Path] = []  # made by `search_env` in this process; removed after each test (conftest)
+
+
 def search_env(tmp: Path, **extra: str) -> dict:
     """`support.subprocess_env`, with Ray's files in a fresh /tmp/s4r* folder and MLflow failing fast."""
     ray_tmp = Path(tempfile.mkdtemp(prefix="s4r", dir="/tmp"))  # Ray's socket paths must stay < 108 bytes
+    RAY_TMP_DIRS.append(ray_tmp)
     return subprocess_env(RAY_TMPDIR=str(ray_tmp), MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
                           MLFLOW_HTTP_REQUEST_TIMEOUT="5", **extra)
+
+
+def remove_ray_tmp_dirs() -> None:
+    """Delete the /tmp/s4r* folders `search_env` made (the test's Ray processes are gone by then)."""
+    while RAY_TMP_DIRS:
+        shutil.rmtree(RAY_TMP_DIRS.pop(), ignore_errors=True)
 
 
 def start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
