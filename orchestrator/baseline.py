@@ -33,7 +33,7 @@ def prepare_data(cfg) -> tuple[Any, str]:
     data_dir, data_fp = local_data(cfg)
     splits = load_task(cfg.task.name, data_dir, max_len=cfg.task.max_len, val_fraction=cfg.task.val_fraction,
                        loader=cfg.task.loader, metric=cfg.task.metric)
-    data_fp = data_fp or fingerprint(data_dir)
+    data_fp = data_fp or fingerprint(data_dir, cached=True)  # this node's stat cache: bytes read once
     say_truncation_once(splits, data_fp)
     return splits, data_fp
 

@@ -32,7 +32,7 @@ def data_fingerprints(planned: list[PlannedSearch]) -> dict[str, str]:
     for p in planned:
         where = str(p.config.task.data_dir)
         if where not in by_dir:
-            by_dir[where] = fingerprint(generate_missing(p.config))
+            by_dir[where] = fingerprint(generate_missing(p.config), cached=True)
         out[p.name] = by_dir[where]
     return out
 

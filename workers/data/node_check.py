@@ -21,7 +21,7 @@ def node_data_report(data_dir: str, expected: str) -> dict:
     report = {**host_facts(), "fingerprint": None, "error": None}
     try:
         found = node_data(data_dir, expected)
-        report["fingerprint"] = found.fingerprint or fingerprint(found.path)  # a URI's copy: fingerprinted when fetched
+        report["fingerprint"] = found.fingerprint or fingerprint(found.path, cached=True)  # a URI's copy: fingerprinted when fetched
     except S4opError as exc:
         report["error"] = str(exc)
     except Exception as exc:  # noqa: BLE001 - any failure to read is this node's answer, in one line
