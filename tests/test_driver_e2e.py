@@ -1,5 +1,6 @@
 """A whole search end to end (embedded Ray, sqlite MLflow), then killed and resumed."""
 
+import json
 import os
 import signal
 import subprocess
@@ -71,10 +72,26 @@ def test_three_stage_two_seed_search_completes(uninterrupted):
 
 
 def _checkpoint_recorded(stage_dir) -> bool:
-    """A trial's epoch checkpoint exists and Tune's experiment state was saved after it."""
-    checkpoints = [p.stat().st_mtime for p in stage_dir.glob("run_trial_*/checkpoint_*")]
-    states = [p.stat().st_mtime for p in stage_dir.glob("experiment_state-*.json")]
-    return bool(checkpoints and states) and max(states) > min(checkpoints)
+    """Tune's latest saved experiment state names a running trial's epoch checkpoint that is on disk.
+
+    A checkpoint folder written after the state, or a state saved between the worker writing the
+    folder and the driver registering it, is not enough: that trial would restart from epoch 0. The
+    state's JSON holds each trial's status and last result, whose `checkpoint_dir_name` the driver sets
+    when it registers the checkpoint (Ray's own experiment-state layout, pinned by the lock)."""
+    states = sorted(stage_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    if not states:
+        return False
+    try:
+        trials = json.loads(states[-1].read_text())["trial_data"]
+        for trial_json, metadata_json in trials:
+            trial, metadata = json.loads(trial_json), json.loads(metadata_json)
+            name = (metadata.get("last_result") or {}).get("checkpoint_dir_name")
+            if trial.get("status") == "RUNNING" and name and \
+                    any((d / name).is_dir() for d in stage_dir.glob(f"run_trial_{trial['trial_id']}_*")):
+                return True
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # being written: look again
+    return False
 
 
 def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, data_dir, uninterrupted):
