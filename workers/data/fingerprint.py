@@ -53,17 +53,18 @@ def fingerprint(data_dir, *, cached: bool = False) -> str:
     if not cached:
         return _digest(files, base)
     facts = _stat_facts(root, files, base)
-    entry = _cache_dir() / f"{hashlib.sha256(json.dumps(facts).encode('utf-8')).hexdigest()[:32]}.json"
+    facts_sha = hashlib.sha256(json.dumps(facts).encode("utf-8")).hexdigest()  # a folder of 100k files: one line
+    entry = _cache_dir() / f"{facts_sha[:32]}.json"
     try:
         known = json.loads(entry.read_text(encoding="utf-8"))
-        if known.get("facts") == facts and isinstance(known.get("fingerprint"), str):
+        if known.get("facts_sha256") == facts_sha and isinstance(known.get("fingerprint"), str):
             return known["fingerprint"]
     except (OSError, ValueError, AttributeError):
         pass  # not cached here yet (or unreadable): read the bytes
     started = time.time()
     digest = _digest(files, base)
     if all(max(f[2], f[3]) / 1e9 < started - SETTLED_S for f in facts[1]) and _stat_facts(root, files, base) == facts:
-        _store(entry, {"facts": facts, "fingerprint": digest})
+        _store(entry, {"facts_sha256": facts_sha, "fingerprint": digest})
     return digest
 
 
